@@ -1,0 +1,208 @@
+"""The cnnlab command line: parses flags, builds configs, calls library functions, prints.
+
+    cnnlab train [--data PATH] [--model seed] [--epochs 20] ...   train and test, write a run folder
+    cnnlab evaluate RUN_DIR                                        test accuracy of a saved run
+    cnnlab data info | data show                                   what the dataset holds, a sample grid
+    cnnlab models                                                  registered models
+    cnnlab shape 1,1,32,32 "conv(1,k=7,p=same)"                    conv/pool output-size arithmetic
+    cnnlab summary --model seed                                    per-layer shapes, params, formulae
+
+User mistakes end with one 'cnnlab: error: ...' line and exit status 2; --debug shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import CnnlabError, CnnlabWarning
+
+DATA_HELP = ("dataset: an image folder with train/<class>/ and test/<class>/, the CIFAR-10 "
+             "python archive, or its cifar-10-batches-py/ folder (default: $CNNLAB_DATA, ./data, "
+             "../shared/datasets/cifar10-jpeg, else download CIFAR-10)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_train(args) -> int:
+    from .runs import run_train
+    from .train import TrainConfig
+    cfg = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      seed=args.seed, val_size=args.val_size, device=args.device, data=args.data,
+                      out=args.out, max_steps=args.max_steps, eval_batch_size=args.eval_batch_size,
+                      channels_last=args.channels_last, compile=args.compile)
+    run_train(cfg, log=lambda line: print(line, flush=True))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .runs import evaluate_run
+    result = evaluate_run(args.run_dir, args.data, args.device)
+    if not result["same_data"]:
+        warnings.warn("this data differs from the data the run was trained on (fingerprint)", CnnlabWarning)
+    print(f"Test Accuracy: {result['acc']:.3f} %")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import MODELS, count_params, create
+    rows = [(name, count_params(create(name)), (MODELS[name].__doc__ or "").strip()) for name in MODELS]
+    if args.json:
+        print(json.dumps([{"name": n, "params": p} for n, p, _ in rows], indent=2))
+        return 0
+    print(f"{'model':<12}{'params':>10}  (CIFAR-10: 3x32x32 in, 10 classes)")
+    for name, params, _ in rows:
+        print(f"{name:<12}{params:>10,}")
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    from . import data as data_mod
+    d = data_mod.load(args.data)
+    counts = {split: [int((y == c).sum()) for c in range(len(d.classes))]
+              for split, y in (("train", d.train_y), ("test", d.test_y))}
+    if args.json:
+        print(json.dumps({"source": d.source, "cache": d.cache_path, "fingerprint": d.fingerprint,
+                          "image_shape": list(d.train_x.shape[1:]), "classes": d.classes,
+                          "counts": counts}, indent=2))
+        return 0
+    print(f"source:      {d.source}")
+    print(f"cache:       {d.cache_path}")
+    print(f"fingerprint: {d.fingerprint[:16]}")
+    print(f"images:      {len(d.train_y)} train, {len(d.test_y)} test, "
+          f"{'x'.join(map(str, d.train_x.shape[1:]))} uint8")
+    print(f"{'class':<14}{'train':>8}{'test':>8}")
+    for c, name in enumerate(d.classes):
+        print(f"{name:<14}{counts['train'][c]:>8}{counts['test'][c]:>8}")
+    return 0
+
+
+def cmd_data_show(args) -> int:
+    from . import data as data_mod
+    from .plots import sample_grid
+    if Path(args.out).exists():
+        raise CnnlabError(f"{args.out} already exists: choose another --out or delete it first")
+    d = data_mod.load(args.data)
+    x, y = (d.train_x, d.train_y) if args.split == "train" else (d.test_x, d.test_y)
+    out = sample_grid(x.numpy(), y.numpy(), d.classes, args.out, args.per_class, args.seed)
+    print(f"Wrote {out} ({args.per_class} {args.split} images per class, {len(d.classes)} classes)")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cnnlab", description="Teach and train convolutional neural "
+                                "networks on CIFAR-10 and image-folder datasets.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    t = sub.add_parser("train", help="train a model, test it, and save a run folder",
+                       description="Train a model with Adam and cross-entropy, print the loss and "
+                       "validation accuracy after every epoch and the test accuracy at the end, "
+                       "and save config, history, curves, metrics and weights in a run folder.")
+    t.add_argument("--data", metavar="PATH", help=DATA_HELP)
+    t.add_argument("--model", default="seed", help="model name, see 'cnnlab models' (default: seed)")
+    t.add_argument("--epochs", type=positive_int, default=20, help="passes over the training split (default: 20)")
+    t.add_argument("--batch-size", type=positive_int, default=128, help="images per optimizer step (default: 128)")
+    t.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    t.add_argument("--seed", type=int, default=0, help="seed for initialization, split and batch order (default: 0)")
+    t.add_argument("--val-size", type=non_negative_int, default=5000,
+                   help="training images held out for validation (default: 5000)")
+    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: auto)")
+    t.add_argument("--out", metavar="DIR", help="run folder, must be new or empty (default: runs/<date-time>-<model>)")
+    t.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps (quick checks)")
+    t.add_argument("--eval-batch-size", type=positive_int, default=1000,
+                   help="images per batch when evaluating (default: 1000)")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout for the model and batches (default: on)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on CUDA)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="test accuracy of a saved run",
+                       description="Reload a run's weights and print its test accuracy.")
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'cnnlab train'")
+    e.add_argument("--data", metavar="PATH", help=DATA_HELP + "; default: the run's own data")
+    e.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("data", help="inspect the dataset (info, show)",
+                       description="Inspect the dataset: counts per class, source and cache, sample images.")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    di = dsub.add_parser("info", help="images per split and class, source, cache",
+                         description="Print images per split and class, where they came from and where the cache is.")
+    di.add_argument("--data", metavar="PATH", help=DATA_HELP)
+    di.add_argument("--json", action="store_true", help="machine-readable output")
+    di.set_defaults(func=cmd_data_info)
+    ds = dsub.add_parser("show", help="save a grid of sample images per class",
+                         description="Save a PNG grid with one labelled row of sample images per class.")
+    ds.add_argument("--data", metavar="PATH", help=DATA_HELP)
+    ds.add_argument("--per-class", type=positive_int, default=10, help="images per class (default: 10)")
+    ds.add_argument("--split", choices=["train", "test"], default="train", help="which split (default: train)")
+    ds.add_argument("--seed", type=int, default=0, help="which random images (default: 0)")
+    ds.add_argument("--out", metavar="FILE", default="samples.png", help="PNG file to write (default: samples.png)")
+    ds.set_defaults(func=cmd_data_show)
+
+    m = sub.add_parser("models", help="list registered models with parameter counts",
+                       description="List the registered models with their parameter counts on CIFAR-10.")
+    m.add_argument("--json", action="store_true", help="machine-readable output")
+    m.set_defaults(func=cmd_models)
+
+    from .shapecli import add_shape_commands
+    add_shape_commands(sub)
+    return p
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    text = str(message) if issubclass(category, CnnlabWarning) else f"{category.__name__}: {message}"
+    print(f"cnnlab: warning: {text}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        return args.func(args)
+    except CnnlabError as e:
+        if args.debug:
+            raise
+        print(f"cnnlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,135 @@
+"""Image-folder datasets: PATH/train/<class>/* and PATH/test/<class>/*, decoded to uint8 arrays.
+
+Classes are the sorted names of the non-hidden class folders and must match between the
+splits. Every image becomes RGB at size x size; images of another size are resized (one
+warning counts them); files that cannot be decoded are skipped with one warning that names
+them, or refused with strict=True. Decoding runs in worker processes, once: data.py caches
+the result.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import CnnlabError, CnnlabWarning
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+SPLITS = ("train", "test")
+
+
+def is_image_folder(root: Path) -> bool:
+    return all((Path(root) / s).is_dir() for s in SPLITS)
+
+
+def _visible(entries):
+    return sorted(e for e in entries if not e.name.startswith("."))
+
+
+def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
+    """Classes and, per split, the (path, label) of every candidate image file, in sorted order."""
+    root = Path(root)
+    class_sets = {}
+    for split in SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            raise CnnlabError(f"{folder} is missing: an image-folder dataset needs "
+                              f"{root}/train/<class>/ and {root}/test/<class>/")
+        class_sets[split] = [d.name for d in _visible(folder.iterdir()) if d.is_dir()]
+        if not class_sets[split]:
+            raise CnnlabError(f"{folder} has no class folders: put each class's images in "
+                              f"{folder}/<class>/")
+    train_c, test_c = class_sets["train"], class_sets["test"]
+    if train_c != test_c:
+        only_train = sorted(set(train_c) - set(test_c))
+        only_test = sorted(set(test_c) - set(train_c))
+        raise CnnlabError(f"train and test have different classes (only in train: {only_train}, "
+                          f"only in test: {only_test}): give both splits the same class folders")
+    files = {}
+    for split in SPLITS:
+        files[split] = []
+        for label, name in enumerate(train_c):
+            folder = root / split / name
+            found = [p for p in _visible(folder.iterdir())
+                     if p.suffix.lower() in EXTENSIONS and p.is_file()]
+            if not found:
+                raise CnnlabError(f"class folder {folder} has no images ({', '.join(sorted(EXTENSIONS))}): "
+                                  f"add images or remove the folder from both splits")
+            files[split].extend((p, label) for p in found)
+    return train_c, files
+
+
+def decode_one(path, size: int):
+    """(uint8 array (3, size, size), resized?) or (None, reason) for a file that is no image."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the top 8 bits
+                arr = np.asarray(im).astype(np.int64) >> 8
+                im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+            if im.mode in ("P", "LA", "PA", "RGBA"):
+                im = im.convert("RGBA").convert("RGB")  # palette transparency, alpha dropped
+            rgb = im.convert("RGB")
+            resized = rgb.size != (size, size)
+            if resized:
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1), resized
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _decode_chunk(args):
+    paths, size = args
+    return [decode_one(p, size) for p in paths]
+
+
+def decode(paths: list[Path], size: int = 32, workers: int | None = None):
+    """Decode many files; returns the per-file results of decode_one, in order."""
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(paths) < 2000:
+        return [decode_one(p, size) for p in paths]
+    chunk = max(256, len(paths) // (workers * 8))
+    jobs = [(paths[i:i + chunk], size) for i in range(0, len(paths), chunk)]
+    # spawn, not fork: the parent may hold torch's thread pools, which do not survive a fork.
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return [r for part in pool.map(_decode_chunk, jobs) for r in part]
+
+
+def read_image_folder(root: Path, size: int = 32, strict: bool = False):
+    """(train_x, train_y, test_x, test_y, classes) with images as uint8 (N, 3, size, size)."""
+    classes, files = scan(root)
+    out = []
+    bad, resized = [], 0
+    for split in SPLITS:
+        paths = [p for p, _ in files[split]]
+        labels = np.array([y for _, y in files[split]], dtype=np.int64)
+        results = decode(paths, size)
+        keep = []
+        for i, (arr, info) in enumerate(results):
+            if arr is None:
+                bad.append(f"{paths[i]} ({info})")
+            else:
+                keep.append(i)
+                resized += bool(info)
+        x = np.stack([results[i][0] for i in keep]) if keep else np.zeros((0, 3, size, size), np.uint8)
+        out += [x, labels[keep]]
+    if bad and strict:
+        raise CnnlabError(f"{len(bad)} file(s) are not readable images, first: {bad[0]}: "
+                          f"remove them, or drop --strict to skip them")
+    if bad:
+        shown = "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else "")
+        warnings.warn(f"skipped {len(bad)} file(s) that are not readable images: {shown}", CnnlabWarning)
+    if resized:
+        warnings.warn(f"resized {resized} image(s) that were not {size}x{size} to {size}x{size}",
+                      CnnlabWarning)
+    for split, y in zip(SPLITS, (out[1], out[3])):
+        empty = [classes[c] for c in range(len(classes)) if not (y == c).any()]
+        if empty:
+            raise CnnlabError(f"class folder(s) {empty} in {Path(root) / split} have no readable "
+                              f"images: add images or remove the folder from both splits")
+    return (*out, classes)

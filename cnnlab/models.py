@@ -1,0 +1,66 @@
+"""The model registry: name -> constructor(num_classes, in_channels, image_size).
+
+    seed      the course report's CNN: two 3x3 'same' convs (16, 32 channels), each followed
+              by ReLU and 2x2 max pooling, then one linear layer. 25,578 parameters on CIFAR-10.
+    seed-p1   the same network written with padding=1 (the report's Discussion: identical).
+
+Flatten sizes come from cnnlab.shapes, so every model works at any input size its layers allow.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .errors import CnnlabError
+from .shapes import conv2d_out, pool2d_out
+
+
+class SeedNet(nn.Module):
+    """Conv(3->16, 3x3) -> ReLU -> MaxPool(2) -> Conv(16->32, 3x3) -> ReLU -> MaxPool(2) -> Linear."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size=32,
+                 padding: int | str = "same"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=padding)
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(16, 32, 3, stride=1, padding=padding)
+        self.pool2 = nn.MaxPool2d(2)
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        for conv, pool in ((self.conv1, self.pool1), (self.conv2, self.pool2)):
+            h, w = conv2d_out((h, w), conv.kernel_size, conv.stride, padding, conv.dilation)
+            h, w = pool2d_out((h, w), pool.kernel_size, pool.stride)
+        self.fc = nn.Linear(32 * h * w, num_classes)
+
+    def forward(self, x):                      # (B, 3, 32, 32)
+        x = self.pool1(torch.relu(self.conv1(x)))  # (B, 16, 16, 16)
+        x = self.pool2(torch.relu(self.conv2(x)))  # (B, 32, 8, 8)
+        x = torch.flatten(x, 1)                # (B, 2048)
+        return self.fc(x)                      # (B, classes): logits, no activation
+
+
+def seed(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
+    return SeedNet(num_classes, in_channels, image_size, padding="same")
+
+
+def seed_p1(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
+    return SeedNet(num_classes, in_channels, image_size, padding=1)
+
+
+MODELS = {
+    "seed": seed,
+    "seed-p1": seed_p1,
+}
+
+
+def create(name: str, num_classes: int = 10, in_channels: int = 3, image_size=32) -> nn.Module:
+    if name not in MODELS:
+        raise CnnlabError(f"unknown model {name!r}: choose one of {', '.join(MODELS)} "
+                          f"(see 'cnnlab models')")
+    try:
+        return MODELS[name](num_classes, in_channels, image_size)
+    except ValueError as e:  # the shape arithmetic refused this input size
+        raise CnnlabError(f"model {name} cannot take {image_size}x{image_size} inputs: {e}") from None
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,4 @@
+"""placeholder"""
+
+def add_shape_commands(sub):
+    pass
