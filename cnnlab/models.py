@@ -8,7 +8,6 @@ Flatten sizes come from cnnlab.shapes, so every model works at any input size it
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from .errors import CnnlabError
@@ -22,20 +21,25 @@ class SeedNet(nn.Module):
                  padding: int | str = "same"):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=padding)
+        self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(2)
         self.conv2 = nn.Conv2d(16, 32, 3, stride=1, padding=padding)
+        self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
         for conv, pool in ((self.conv1, self.pool1), (self.conv2, self.pool2)):
             h, w = conv2d_out((h, w), conv.kernel_size, conv.stride, padding, conv.dilation)
             h, w = pool2d_out((h, w), pool.kernel_size, pool.stride)
         self.fc = nn.Linear(32 * h * w, num_classes)
 
-    def forward(self, x):                      # (B, 3, 32, 32)
-        x = self.pool1(torch.relu(self.conv1(x)))  # (B, 16, 16, 16)
-        x = self.pool2(torch.relu(self.conv2(x)))  # (B, 32, 8, 8)
-        x = torch.flatten(x, 1)                # (B, 2048)
-        return self.fc(x)                      # (B, classes): logits, no activation
+    def forward(self, x):          # (B, 3, 32, 32)
+        x = self.relu1(self.conv1(x))  # (B, 16, 32, 32)
+        x = self.pool1(x)          # (B, 16, 16, 16)
+        x = self.relu2(self.conv2(x))  # (B, 32, 16, 16)
+        x = self.pool2(x)          # (B, 32, 8, 8)
+        x = self.flatten(x)        # (B, 2048)
+        return self.fc(x)          # (B, classes): logits, no activation
 
 
 def seed(num_classes=10, in_channels=3, image_size=32) -> nn.Module:

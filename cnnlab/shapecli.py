@@ -1,4 +1,0 @@
-"""placeholder"""
-
-def add_shape_commands(sub):
-    pass
