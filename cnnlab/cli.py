@@ -184,8 +184,15 @@ def cmd_summary(args) -> int:
 
 # ---------------------------------------------------------------- parser
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake in the flags is one line that points to --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cnnlab", description="Teach and train convolutional neural "
+    p = Parser(prog="cnnlab", description="Teach and train convolutional neural "
                                 "networks on CIFAR-10 and image-folder datasets.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -32,7 +32,7 @@ HISTORY_FIELDS = ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc"]
 def versions() -> dict:
     import PIL
     import safetensors
-    return {"cnnlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+    return {"cnnlab": __version__, "torch": str(torch.__version__), "numpy": np.__version__,
             "pillow": PIL.__version__, "safetensors": safetensors.__version__,
             "python": platform.python_version()}
 
