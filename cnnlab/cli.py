@@ -62,7 +62,8 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, val_size=args.val_size, device=args.device, data=args.data,
                       out=args.out, max_steps=args.max_steps, eval_batch_size=args.eval_batch_size,
-                      channels_last=args.channels_last, compile=args.compile)
+                      channels_last=args.channels_last, compile=args.compile,
+                      precision=args.precision)
     run_train(cfg, log=lambda line: print(line, flush=True))
     return 0
 
@@ -217,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout for the model and batches (default: on)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on CUDA)")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="arithmetic of the training step: auto is bf16 autocast where the hardware "
+                   "does bf16 natively (CUDA, CPUs with AMX) and fp32 elsewhere; evaluation is always "
+                   "fp32 (default: auto)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="test accuracy of a saved run",

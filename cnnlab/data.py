@@ -211,4 +211,4 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     """uint8 images -> float32 (x/255 - mean)/std, for a whole batch at once, keeping its layout."""
     mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    return x.float().mul_(1 / 255).sub_(mean).div_(std)
+    return x.float().sub_(mean * 255).div_(std * 255)

@@ -24,7 +24,7 @@ import torch
 from . import __version__, checkpoints, data as data_mod, models
 from .errors import CnnlabError
 from .evaluate import evaluate
-from .train import TrainConfig, pick_device, prepare, train, uses_channels_last
+from .train import TrainConfig, pick_device, prepare, resolve_precision, train, uses_channels_last
 
 HISTORY_FIELDS = ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc"]
 
@@ -73,7 +73,7 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
                  "image_size": size, "mean": d.mean, "std": d.std, "train": len(d.train_y),
                  "val": len(d.val_y), "test": len(d.test_y)}
     config = {"config": {**cfg.to_dict(), "out": str(out)}, "data": data_info,
-              "device": str(device), "params": models.count_params(model), "versions": versions(),
+              "device": str(device), "precision": resolve_precision(cfg, device), "params": models.count_params(model), "versions": versions(),
               "command": " ".join(sys.argv)}
     write_json(out / "config.json", config)
     with open(out / "history.csv", "w", newline="") as f:
@@ -90,7 +90,7 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             **describe(epoch), "model_state": model.state_dict(), "optimizer_state": opt.state_dict()})
 
     result = train(cfg, model, d, log=log, on_epoch_end=on_epoch_end)
-    test = evaluate(model, d.test_x, d.test_y, d.mean, d.std, cfg.eval_batch_size,
+    test = evaluate(model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size,
                     uses_channels_last(cfg, device))
     log(f"Test Accuracy: {test['acc']:.3f} %")
     checkpoints.save_weights(out / "model.safetensors", model, {"model": cfg.model})

@@ -45,3 +45,19 @@ def test_unknown_model_and_too_small_input_are_clear_errors():
         create("resnet9")
     with pytest.raises(CnnlabError, match="cannot take 2x2"):
         create("seed", image_size=2)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_seed_is_bitwise_the_reports_layer_order(fmt):
+    """seed pools before its ReLUs for speed; outputs and gradients equal conv->ReLU->pool exactly."""
+    torch.manual_seed(0)
+    model = create("seed").to(memory_format=fmt)
+    report = torch.nn.Sequential(model.conv1, torch.nn.ReLU(), torch.nn.MaxPool2d(2), model.conv2,
+                                 torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(), model.fc)
+    x = torch.randn(32, 3, 32, 32).contiguous(memory_format=fmt)
+    ours, theirs = model(x), report(x)
+    assert torch.equal(ours, theirs)
+    params = list(model.parameters())
+    g_ours = torch.autograd.grad(ours.logsumexp(1).sum(), params)
+    g_theirs = torch.autograd.grad(theirs.logsumexp(1).sum(), params)
+    assert all(torch.equal(a, b) for a, b in zip(g_ours, g_theirs))
