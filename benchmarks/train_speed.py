@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from cnnlab import data as data_mod, models
 from cnnlab.summary import summarize, totals
-from cnnlab.train import TrainConfig, pick_device, prepare, resolve_precision, setup, train, train_epoch
+from cnnlab.train import (TrainConfig, TrainState, pick_device, prepare, resolve_precision, setup, train,
+                          train_epoch)
 
 
 class TutorialDataset(Dataset):
@@ -113,7 +114,7 @@ def tensor_epoch(d, device):
 def cnnlab_epoch(d, device, cfg):
     s = setup(cfg, fresh_model(device), device)
     counter = iter(range(1, 10**6))
-    return lambda: train_epoch(s, d, cfg, next(counter))
+    return lambda: train_epoch(s, d, cfg, TrainState(epoch=next(counter)))
 
 
 def nominal_peak(device) -> str:
@@ -176,11 +177,11 @@ def main():
     if not args.skip_full:
         torch.manual_seed(cfg.seed)
         model = models.create("seed")
-        result = train(cfg, model, d, log=lambda line: None)
+        result, _ = train(cfg, model, d, log=lambda line: None)
         from cnnlab.evaluate import evaluate
         test = evaluate(model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, True)
         print(f"full recipe with cnnlab: {len(result.history)} epochs, validation included: "
-              f"{result.train_seconds:.1f} s training time; val {result.history[-1]['val_acc']:.3f} %, "
+              f"{result.elapsed:.1f} s training time; val {result.history[-1]['val_acc']:.3f} %, "
               f"test {test['acc']:.3f} %")
     return 0
 

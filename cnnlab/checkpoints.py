@@ -7,12 +7,16 @@ so a crash at any moment leaves the previous file intact.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import random
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -27,6 +31,8 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        if os.environ.get("CNNLAB_TEST_SLOW_WRITES"):  # crash tests: widen the window to kill in
+            time.sleep(float(os.environ["CNNLAB_TEST_SLOW_WRITES"]))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -40,7 +46,36 @@ def atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
+def digest(obj, h=None) -> str:
+    """sha256 over a checkpoint's whole content: tensors' bytes, dtypes and shapes, and values.
+
+    torch.load notices a damaged archive structure but not flipped bits inside tensor data;
+    this digest, stored in the checkpoint and checked on load, does.
+    """
+    top = h is None
+    h = h or hashlib.sha256()
+    if isinstance(obj, dict):
+        h.update(b"{")
+        for key in sorted(obj, key=str):
+            h.update(repr(key).encode())
+            digest(obj[key], h)
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[" if isinstance(obj, list) else b"(")
+        for item in obj:
+            digest(item, h)
+        h.update(b"]")
+    elif isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+    return h.hexdigest() if top else ""
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
+    state = {**state, "digest": digest(state)}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -58,9 +93,13 @@ def load_checkpoint(path: Path) -> dict:
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as e:
         raise CnnlabError(f"checkpoint {path} is damaged or truncated ({type(e).__name__}): "
                           f"use an earlier copy or train again") from None
-    if not isinstance(state, dict) or "model_state" not in state:
-        raise CnnlabError(f"{path} is not a cnnlab checkpoint (no model_state): pass a run folder "
-                          f"made by 'cnnlab train'")
+    if not isinstance(state, dict) or "model_state" not in state or "digest" not in state:
+        raise CnnlabError(f"{path} is not a cnnlab checkpoint (no model_state or digest): pass a run "
+                          f"folder made by 'cnnlab train'")
+    stored = state.pop("digest")
+    if digest(state) != stored:
+        raise CnnlabError(f"checkpoint {path} is damaged (its content does not match its digest): "
+                          f"use an earlier copy or train again")
     return state
 
 
@@ -78,3 +117,31 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError, ValueError) as e:
         raise CnnlabError(f"weights file {path} is damaged ({e}): use the run's checkpoint.pt "
                           f"or train again") from None
+
+
+def remove_partial_writes(folder: Path) -> int:
+    """Delete temp files that a crash left behind in folder; returns how many."""
+    leftovers = list(Path(folder).glob(".*.tmp"))
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return len(leftovers)
+
+
+def rng_state() -> dict:
+    """Every random generator's state, as tensors and plain values (weights_only-safe)."""
+    key, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"key": key, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["key"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

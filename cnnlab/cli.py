@@ -56,15 +56,21 @@ def positive_float(text: str) -> float:
 
 # ---------------------------------------------------------------- commands
 
+RECIPE_FLAGS = ["model", "epochs", "batch_size", "lr", "seed", "val_size", "device", "data", "max_steps",
+                "eval_batch_size", "channels_last", "compile", "precision", "strict"]
+
+
 def cmd_train(args) -> int:
-    from .runs import run_train
+    from .runs import resume_train, run_train
     from .train import TrainConfig
-    cfg = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      seed=args.seed, val_size=args.val_size, device=args.device, data=args.data,
-                      out=args.out, max_steps=args.max_steps, eval_batch_size=args.eval_batch_size,
-                      channels_last=args.channels_last, compile=args.compile,
-                      precision=args.precision)
-    run_train(cfg, log=lambda line: print(line, flush=True))
+    given = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if args.resume:
+        if args.out is not None:
+            raise CnnlabError("--resume continues a run in its own folder: drop --out")
+        resume_train(args.resume, given, log=log)
+    else:
+        run_train(TrainConfig(**given, out=args.out), log=log)
     return 0
 
 
@@ -91,7 +97,7 @@ def cmd_models(args) -> int:
 
 def cmd_data_info(args) -> int:
     from . import data as data_mod
-    d = data_mod.load(args.data)
+    d = data_mod.load(args.data, strict=args.strict)
     counts = {split: [int((y == c).sum()) for c in range(len(d.classes))]
               for split, y in (("train", d.train_y), ("test", d.test_y))}
     if args.json:
@@ -115,7 +121,7 @@ def cmd_data_show(args) -> int:
     from .plots import sample_grid
     if Path(args.out).exists():
         raise CnnlabError(f"{args.out} already exists: choose another --out or delete it first")
-    d = data_mod.load(args.data)
+    d = data_mod.load(args.data, strict=args.strict)
     x, y = (d.train_x, d.train_y) if args.split == "train" else (d.test_x, d.test_y)
     out = sample_grid(x.numpy(), y.numpy(), d.classes, args.out, args.per_class, args.seed)
     print(f"Wrote {out} ({args.per_class} {args.split} images per class, {len(d.classes)} classes)")
@@ -202,23 +208,29 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a model with Adam and cross-entropy, print the loss and "
                        "validation accuracy after every epoch and the test accuracy at the end, "
                        "and save config, history, curves, metrics and weights in a run folder.")
+    # Recipe flags default to None so that --resume can tell which were given again.
     t.add_argument("--data", metavar="PATH", help=DATA_HELP)
-    t.add_argument("--model", default="seed", help="model name, see 'cnnlab models' (default: seed)")
-    t.add_argument("--epochs", type=positive_int, default=20, help="passes over the training split (default: 20)")
-    t.add_argument("--batch-size", type=positive_int, default=128, help="images per optimizer step (default: 128)")
-    t.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    t.add_argument("--seed", type=int, default=0, help="seed for initialization, split and batch order (default: 0)")
-    t.add_argument("--val-size", type=non_negative_int, default=5000,
+    t.add_argument("--model", help="model name, see 'cnnlab models' (default: seed)")
+    t.add_argument("--epochs", type=positive_int, help="passes over the training split (default: 20)")
+    t.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: 128)")
+    t.add_argument("--lr", type=positive_float, help="Adam learning rate (default: 1e-3)")
+    t.add_argument("--seed", type=int, help="seed for initialization, split and batch order (default: 0)")
+    t.add_argument("--val-size", type=non_negative_int,
                    help="training images held out for validation (default: 5000)")
-    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: auto)")
+    t.add_argument("--device", help="auto (CUDA when present), cpu or cuda (default: auto)")
     t.add_argument("--out", metavar="DIR", help="run folder, must be new or empty (default: runs/<date-time>-<model>)")
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from its last checkpoint, exactly as if it had "
+                   "not stopped; --device and --data may be given, other settings must match the run's")
     t.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps (quick checks)")
-    t.add_argument("--eval-batch-size", type=positive_int, default=1000,
+    t.add_argument("--eval-batch-size", type=positive_int,
                    help="images per batch when evaluating (default: 1000)")
+    t.add_argument("--strict", action="store_true", default=None,
+                   help="fail on unreadable image files instead of skipping them with a warning")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout for the model and batches (default: on)")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on CUDA)")
-    t.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (pays off on CUDA)")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="arithmetic of the training step: auto is bf16 autocast where the hardware "
                    "does bf16 natively (CUDA, CPUs with AMX) and fp32 elsewhere; evaluation is always "
                    "fp32 (default: auto)")
@@ -238,10 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Print images per split and class, where they came from and where the cache is.")
     di.add_argument("--data", metavar="PATH", help=DATA_HELP)
     di.add_argument("--json", action="store_true", help="machine-readable output")
+    di.add_argument("--strict", action="store_true", help="fail on unreadable image files instead of skipping them")
     di.set_defaults(func=cmd_data_info)
     ds = dsub.add_parser("show", help="save a grid of sample images per class",
                          description="Save a PNG grid with one labelled row of sample images per class.")
     ds.add_argument("--data", metavar="PATH", help=DATA_HELP)
+    ds.add_argument("--strict", action="store_true", help="fail on unreadable image files instead of skipping them")
     ds.add_argument("--per-class", type=positive_int, default=10, help="images per class (default: 10)")
     ds.add_argument("--split", choices=["train", "test"], default="train", help="which split (default: train)")
     ds.add_argument("--seed", type=int, default=0, help="which random images (default: 0)")
@@ -290,7 +304,7 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         print(f"cnnlab: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -1,10 +1,12 @@
 """Image-folder datasets: PATH/train/<class>/* and PATH/test/<class>/*, decoded to uint8 arrays.
 
 Classes are the sorted names of the non-hidden class folders and must match between the
-splits. Every image becomes RGB at size x size; images of another size are resized (one
-warning counts them); files that cannot be decoded are skipped with one warning that names
-them, or refused with strict=True. Decoding runs in worker processes, once: data.py caches
-the result.
+splits. Hidden files and folders (.DS_Store, ._x.jpg, .ipynb_checkpoints) are ignored. Every
+image becomes RGB at size x size (grey, palette, alpha and 16-bit images are converted;
+images of another size are resized, and one warning counts them). Files that are not
+readable images (empty, truncated, not an image, over Pillow's pixel limit, or a link that
+leads outside the dataset) are skipped with one warning that names them, or refused with
+strict=True. Decoding runs in worker processes, once: data.py caches the result.
 """
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ from PIL import Image
 
 from .errors import CnnlabError, CnnlabWarning
 
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 SPLITS = ("train", "test")
 
 
@@ -31,9 +32,18 @@ def _visible(entries):
     return sorted(e for e in entries if not e.name.startswith("."))
 
 
+def _inside(path: Path, root: str) -> bool:
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root + os.sep)
+
+
 def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
-    """Classes and, per split, the (path, label) of every candidate image file, in sorted order."""
+    """Classes and, per split, the (path, label) of every visible file, in sorted order.
+
+    A file whose link leads outside root is listed with label -1: decode() reports it.
+    """
     root = Path(root)
+    real_root = os.path.realpath(root)
     class_sets = {}
     for split in SPLITS:
         folder = root / split
@@ -55,32 +65,41 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
         files[split] = []
         for label, name in enumerate(train_c):
             folder = root / split / name
-            found = [p for p in _visible(folder.iterdir())
-                     if p.suffix.lower() in EXTENSIONS and p.is_file()]
+            if not _inside(folder, real_root):
+                raise CnnlabError(f"class folder {folder} is a link to {os.path.realpath(folder)}, "
+                                  f"outside the dataset {root}: copy the images in instead")
+            found = [p for p in _visible(folder.iterdir()) if p.is_file()]
             if not found:
-                raise CnnlabError(f"class folder {folder} has no images ({', '.join(sorted(EXTENSIONS))}): "
-                                  f"add images or remove the folder from both splits")
-            files[split].extend((p, label) for p in found)
+                raise CnnlabError(f"class folder {folder} has no images: add images or remove the "
+                                  f"folder from both splits")
+            files[split].extend((p, label if _inside(p, real_root) else -1) for p in found)
     return train_c, files
 
 
 def decode_one(path, size: int):
     """(uint8 array (3, size, size), resized?) or (None, reason) for a file that is no image."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the top 8 bits
-                arr = np.asarray(im).astype(np.int64) >> 8
-                im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
-            if im.mode in ("P", "LA", "PA", "RGBA"):
-                im = im.convert("RGBA").convert("RGB")  # palette transparency, alpha dropped
-            rgb = im.convert("RGB")
-            resized = rgb.size != (size, size)
-            if resized:
-                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1), resized
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        with warnings.catch_warnings():
+            # Over Pillow's pixel limit Pillow only warns (up to twice the limit): refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return _decode(path, size)
+    except Exception as e:  # noqa: BLE001 - any failure to decode one file is reported, not fatal
         return None, f"{type(e).__name__}: {e}"
+
+
+def _decode(path, size: int):
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the top 8 bits
+            arr = np.asarray(im).astype(np.int64) >> 8
+            im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+        if im.mode in ("P", "LA", "PA", "RGBA"):
+            im = im.convert("RGBA").convert("RGB")  # palette transparency, alpha dropped
+        rgb = im.convert("RGB")
+        resized = rgb.size != (size, size)
+        if resized:
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1), resized
 
 
 def _decode_chunk(args):
@@ -106,8 +125,10 @@ def read_image_folder(root: Path, size: int = 32, strict: bool = False):
     out = []
     bad, resized = [], 0
     for split in SPLITS:
-        paths = [p for p, _ in files[split]]
-        labels = np.array([y for _, y in files[split]], dtype=np.int64)
+        outside = [p for p, y in files[split] if y < 0]
+        bad += [f"{p} (a link to {os.path.realpath(p)}, outside the dataset)" for p in outside]
+        paths = [p for p, y in files[split] if y >= 0]
+        labels = np.array([y for _, y in files[split] if y >= 0], dtype=np.int64)
         results = decode(paths, size)
         keep = []
         for i, (arr, info) in enumerate(results):

@@ -13,8 +13,11 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import signal
 import sys
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +27,8 @@ import torch
 from . import __version__, checkpoints, data as data_mod, models
 from .errors import CnnlabError
 from .evaluate import evaluate
-from .train import TrainConfig, pick_device, prepare, resolve_precision, train, uses_channels_last
+from .train import (NonFiniteLoss, TrainConfig, TrainState, pick_device, prepare, resolve_precision, train,
+                    uses_channels_last)
 
 HISTORY_FIELDS = ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc"]
 
@@ -58,65 +62,194 @@ def write_json(path: Path, obj) -> None:
     checkpoints.atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
+class Interrupted(CnnlabError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; exit 128 + the signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopSignals:
+    """Turns SIGINT and SIGTERM into a request to stop after the current step.
+
+    A second signal stops at once. Only the main thread can take signals; elsewhere this
+    does nothing.
+    """
+
+    def __init__(self):
+        self.signum, self._old = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def describe(cfg: TrainConfig, data, d, device, model) -> dict:
+    """config.json: the resolved configuration and what the run was trained on."""
+    info = {"source": data.source, "fingerprint": data.fingerprint, "classes": data.classes,
+            "image_size": data.train_x.shape[-1], "mean": d.mean, "std": d.std,
+            "train": len(d.train_y), "val": len(d.val_y), "test": len(d.test_y)}
+    return {"config": cfg.to_dict(), "data": info, "device": str(device),
+            "precision": resolve_precision(cfg, device), "params": models.count_params(model),
+            "versions": versions(), "command": " ".join(sys.argv)}
+
+
 def run_train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
-    """Load data, build the model, train, test, and write the run folder. Returns metrics."""
+    """Load data, build the model, train, test, and write a new run folder. Returns metrics."""
     cfg.validate()
     models.create(cfg.model)  # an unknown name fails before any data is read
     device = pick_device(cfg.device)
-    data = data_mod.load(cfg.data)
-    size = data.train_x.shape[-1]
+    data = data_mod.load(cfg.data, strict=cfg.strict)
     out = new_run_dir(cfg.out, cfg.model)
+    cfg = replace(cfg, out=str(out))
     torch.manual_seed(cfg.seed)
-    model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], size)
+    model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], data.train_x.shape[-1])
     d = prepare(data, cfg, device)
-    data_info = {"source": data.source, "fingerprint": data.fingerprint, "classes": data.classes,
-                 "image_size": size, "mean": d.mean, "std": d.std, "train": len(d.train_y),
-                 "val": len(d.val_y), "test": len(d.test_y)}
-    config = {"config": {**cfg.to_dict(), "out": str(out)}, "data": data_info,
-              "device": str(device), "precision": resolve_precision(cfg, device), "params": models.count_params(model), "versions": versions(),
-              "command": " ".join(sys.argv)}
+    config = describe(cfg, data, d, device, model)
     write_json(out / "config.json", config)
-    with open(out / "history.csv", "w", newline="") as f:
-        csv.writer(f).writerow(HISTORY_FIELDS)
+    return _fit(out, cfg, config, model, d, TrainState(), None, log)
 
-    def describe(epoch: int) -> dict:
-        return {"model": cfg.model, "epoch": epoch, "config": config["config"], "data": data_info,
-                "versions": config["versions"]}
 
-    def on_epoch_end(epoch: int, row: dict, opt: torch.optim.Optimizer) -> None:
-        with open(out / "history.csv", "a", newline="") as f:
-            csv.writer(f).writerow([row[k] for k in HISTORY_FIELDS])
+# Flags that a resumed run may change: where it runs and where its (identical) data lives.
+RESUME_MAY_CHANGE = {"device", "data", "out", "strict"}
+
+
+def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], None] = print) -> dict:
+    """Continue an interrupted run from its last checkpoint, exactly where it stood.
+
+    overrides are settings given again on the command line: device and data may differ;
+    any other that differs from the run's own is refused, since the run would no longer
+    be the one it started as.
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    saved = TrainConfig(**{k: v for k, v in config["config"].items() if k in TrainConfig.__dataclass_fields__})
+    for key, value in (overrides or {}).items():
+        if key not in RESUME_MAY_CHANGE and getattr(saved, key) != value:
+            raise CnnlabError(f"--{key.replace('_', '-')} {value} differs from the run's "
+                              f"{getattr(saved, key)}: a resumed run keeps its recipe; start a new "
+                              f"run with --out to train with other settings")
+    cfg = replace(saved, **{k: v for k, v in (overrides or {}).items() if k in RESUME_MAY_CHANGE and v is not None},
+                  out=str(run_dir))
+    cfg.validate()
+    checkpoints.remove_partial_writes(run_dir)
+    ckpt = None
+    if (run_dir / "checkpoint.pt").exists():
+        ckpt = checkpoints.load_checkpoint(run_dir / "checkpoint.pt")
+        if ckpt.get("model") != cfg.model or ckpt.get("config", {}).get("epochs") != cfg.epochs:
+            raise CnnlabError(f"{run_dir}/checkpoint.pt belongs to another run (model "
+                              f"{ckpt.get('model')}, {ckpt.get('config', {}).get('epochs')} epochs): "
+                              f"it cannot be resumed with this config.json")
+        if ckpt["state"]["epoch"] > cfg.epochs and (run_dir / "metrics.json").exists():
+            raise CnnlabError(f"{run_dir} has finished all {cfg.epochs} epochs: nothing to resume; "
+                              f"see its metrics.json or run 'cnnlab evaluate {run_dir}'")
+    device = pick_device(cfg.device)
+    data = data_mod.load(cfg.data, strict=cfg.strict)
+    if data.fingerprint != config["data"]["fingerprint"]:
+        raise CnnlabError(f"the data at {data.source} differ from the data {run_dir} was trained on "
+                          f"(fingerprint {data.fingerprint[:12]} vs {config['data']['fingerprint'][:12]}): "
+                          f"pass the original dataset with --data")
+    torch.manual_seed(cfg.seed)
+    model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], data.train_x.shape[-1])
+    d = prepare(data, cfg, device)
+    state, opt_state = TrainState(), None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model_state"])
+        state = TrainState(**ckpt["state"])
+        opt_state = ckpt["optimizer_state"]
+        checkpoints.set_rng_state(ckpt["rng"])
+    log(f"Resuming {run_dir} at epoch {state.epoch}, step {state.step}")
+    return _fit(run_dir, cfg, config, model, d, state, opt_state, log)
+
+
+def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState, opt_state,
+         log: Callable[[str], None]) -> dict:
+    """Train from state, checkpointing every epoch and on SIGINT/SIGTERM; then test and save."""
+    device = d.train_x.device
+
+    def write_history(rows):
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(HISTORY_FIELDS)
+                w.writerows([row[k] for k in HISTORY_FIELDS] for row in rows)
+        checkpoints.atomic_write(out / "history.csv", write)
+
+    def save(state: TrainState, opt) -> None:
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise CnnlabError(f"the weights became non-finite at epoch {state.epoch}: not saving them "
+                              f"over the last good checkpoint in {out}; lower --lr")
         checkpoints.save_checkpoint(out / "checkpoint.pt", {
-            **describe(epoch), "model_state": model.state_dict(), "optimizer_state": opt.state_dict()})
+            "format": 1, "model": cfg.model, "model_state": model.state_dict(),
+            "optimizer_state": opt.state_dict(), "state": state.to_dict(), "config": cfg.to_dict(),
+            "data": config["data"], "versions": versions(), "rng": checkpoints.rng_state()})
 
-    result = train(cfg, model, d, log=log, on_epoch_end=on_epoch_end)
-    test = evaluate(model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size,
-                    uses_channels_last(cfg, device))
+    def on_epoch_end(state: TrainState, opt) -> None:
+        write_history(state.history)
+        save(state, opt)
+
+    write_history(state.history)
+    with StopSignals() as stop:
+        try:
+            state, opt = train(cfg, model, d, log, on_epoch_end, state, opt_state, stop.requested)
+        except NonFiniteLoss as e:
+            kept = (f"the last good checkpoint (epoch {state.epoch - 1}) is kept in {out}/checkpoint.pt"
+                    if (out / "checkpoint.pt").exists() else "no checkpoint was written")
+            raise CnnlabError(f"{e}: lower --lr (now {cfg.lr:g}); {kept}") from None
+    if state.stopped:
+        save(state, opt)
+        name = signal.Signals(stop.signum).name
+        raise Interrupted(f"stopped by {name} at epoch {state.epoch}, step {state.step}; checkpoint "
+                          f"saved; resume with: cnnlab train --resume {out}", stop.signum)
+
+    channels_last = uses_channels_last(cfg, device)
+    test = evaluate(model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last)
     log(f"Test Accuracy: {test['acc']:.3f} %")
     checkpoints.save_weights(out / "model.safetensors", model, {"model": cfg.model})
     metrics = {"model": cfg.model, "test_acc": test["acc"], "test_loss": test["loss"],
-               "val_acc": result.history[-1]["val_acc"], "epochs": len(result.history),
-               "steps": result.steps, "train_seconds": result.train_seconds,
+               "val_acc": state.history[-1]["val_acc"], "epochs": len(state.history),
+               "steps": state.steps, "train_seconds": state.elapsed,
                "params": models.count_params(model), "device": str(device)}
     write_json(out / "metrics.json", metrics)
     from .plots import plot_curves  # matplotlib is imported only when a figure is drawn
-    plot_curves(out / "history.csv", out / "curves.png", title=f"{cfg.model} on {Path(data.source).name}")
+    plot_curves(out / "history.csv", out / "curves.png", title=f"{cfg.model} on {Path(config['data']['source']).name}")
     log(f"Run saved in {out}")
     return {**metrics, "out": str(out)}
+
+
+def read_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise CnnlabError(f"{run_dir} is not a run folder (no config.json): pass a folder made by "
+                          f"'cnnlab train'")
+    try:
+        config = json.loads(path.read_text())
+        config["data"]["classes"], config["config"]["model"]  # noqa: B018 - the keys must be there
+    except (ValueError, KeyError, TypeError) as e:
+        raise CnnlabError(f"{path} is damaged ({type(e).__name__}: {e}): the run cannot be reloaded") from None
+    return config
 
 
 def load_run(run_dir: Path) -> tuple[dict, torch.nn.Module]:
     """(config.json contents, model with the run's final weights) from a run folder."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise CnnlabError(f"{run_dir} is not a run folder (no config.json): pass a folder made by "
-                          f"'cnnlab train'")
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-        info = config["data"]
-        name = config["config"]["model"]
-    except (ValueError, KeyError) as e:
-        raise CnnlabError(f"{run_dir}/config.json is damaged ({e}): the run cannot be reloaded") from None
+    config = read_config(run_dir)
+    info, name = config["data"], config["config"]["model"]
     model = models.create(name, len(info["classes"]), 3, info["image_size"])
     if (run_dir / "model.safetensors").is_file():
         state = checkpoints.load_weights(run_dir / "model.safetensors")

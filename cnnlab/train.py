@@ -41,6 +41,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on where measured faster (CUDA and CPU)
     compile: bool = False  # torch.compile the model (CUDA: faster after warm-up)
     precision: str = "auto"  # auto | fp32 | bf16: auto is bf16 where native (CUDA, CPUs with AMX)
+    strict: bool = False  # unreadable image files: error (True) or skip with a warning (False)
 
     def validate(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -108,10 +109,24 @@ def prepare(data: ImageData, cfg: TrainConfig, device: torch.device) -> Prepared
 
 
 @dataclass
-class TrainResult:
-    history: list[dict] = field(default_factory=list)  # one row per epoch
-    train_seconds: float = 0.0
-    steps: int = 0
+class TrainState:
+    """Where a run stands: enough, with the model and optimizer, to continue it exactly."""
+    epoch: int = 1  # the epoch in progress, counted from 1
+    step: int = 0  # steps of that epoch already taken
+    loss_sum: float = 0.0  # their summed loss
+    steps: int = 0  # optimizer steps in all
+    elapsed: float = 0.0  # seconds of training so far, earlier processes included
+    history: list[dict] = field(default_factory=list)  # one row per finished epoch
+    stopped: bool = False  # True when should_stop() ended training early
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class NonFiniteLoss(CnnlabError):
+    def __init__(self, epoch: int, step: int, value: float):
+        super().__init__(f"the training loss became {value} at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.value = epoch, step, value
 
 
 def fast_bf16(device: torch.device) -> bool:
@@ -155,54 +170,91 @@ def setup(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> Set
     return Setup(model, step_model, opt, autocast, memory_format)
 
 
-def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, epoch: int, max_steps: int | None = None,
-                progress: bool = False) -> tuple[float, int]:
-    """One pass over d.train_*: (average loss, steps taken). Syncs with the device once."""
+def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
+                max_steps: int | None = None, progress: bool = False,
+                should_stop: Callable[[], bool] = lambda: False) -> float:
+    """Continue epoch state.epoch from step state.step; returns the epoch's average loss.
+
+    Updates state.step, state.loss_sum and state.steps as it goes. Stops early, with the
+    state pointing at the next step, when max_steps are taken or should_stop() says so.
+    Raises NonFiniteLoss when a step's loss is nan or inf (on CUDA, within a few steps:
+    checking every step would make the host wait for the device).
+    """
+    device = d.train_x.device
     n = len(d.train_y)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    if max_steps is not None:
-        steps_per_epoch = min(steps_per_epoch, max_steps)
+    end = steps_per_epoch if max_steps is None else min(steps_per_epoch, state.step + max_steps)
     s.model.train()
-    perm = epoch_permutation(n, cfg.seed, epoch, d.train_x.device)
-    loss_sum = torch.zeros((), device=d.train_x.device)
-    bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", file=sys.stderr,
-               leave=False, disable=not progress, dynamic_ncols=True)
-    for step in range(steps_per_epoch):
+    perm = epoch_permutation(n, cfg.seed, state.epoch, device)
+    loss_sum = torch.tensor(state.loss_sum, device=device)
+    finite_host = torch.ones((), dtype=torch.bool, pin_memory=device.type == "cuda")
+    bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {state.epoch}/{cfg.epochs}",
+               file=sys.stderr, leave=False, disable=not progress, dynamic_ncols=True)
+    for step in range(state.step, end):
         idx = perm[step * cfg.batch_size: (step + 1) * cfg.batch_size]
         x = normalize(d.train_x[idx], d.mean_t, d.std_t).contiguous(memory_format=s.memory_format)
         y = d.train_y[idx]
         with s.autocast():
             loss = F.cross_entropy(s.step_model(x), y)
+        if device.type == "cuda":
+            if not finite_host:  # the flag of an earlier step has arrived
+                raise NonFiniteLoss(state.epoch, step, float("nan"))
+            finite_host.copy_(torch.isfinite(loss), non_blocking=True)
+        elif not torch.isfinite(loss):
+            raise NonFiniteLoss(state.epoch, step + 1, loss.item())
         s.opt.zero_grad(set_to_none=True)
         loss.backward()
         s.opt.step()
         loss_sum += loss.detach()
         bar.update()
+        state.step, state.steps = step + 1, state.steps + 1
+        if should_stop():
+            break
     bar.close()
-    return loss_sum.item() / steps_per_epoch, steps_per_epoch
+    state.loss_sum = loss_sum.item()  # the one host sync of the epoch
+    if not math.isfinite(state.loss_sum):
+        raise NonFiniteLoss(state.epoch, state.step, state.loss_sum)
+    return state.loss_sum / max(state.step, 1)
 
 
 def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[str], None] = print,
-          on_epoch_end: Callable[[int, dict, torch.optim.Optimizer], None] | None = None) -> TrainResult:
-    """Train model on d.train_* with Adam and cross-entropy, validating after every epoch."""
+          on_epoch_end: Callable[[TrainState, torch.optim.Optimizer], None] | None = None,
+          state: TrainState | None = None, optimizer_state: dict | None = None,
+          should_stop: Callable[[], bool] = lambda: False) -> tuple[TrainState, torch.optim.Optimizer]:
+    """Train model on d.train_* with Adam and cross-entropy, validating after every epoch.
+
+    Starts afresh, or continues from state (and optimizer_state) exactly where it stood.
+    Returns the final state and the optimizer; state.stopped is True when should_stop()
+    interrupted it (the state then points at the next step).
+    """
     s = setup(cfg, model, d.train_x.device)
+    if optimizer_state is not None:
+        s.opt.load_state_dict(optimizer_state)
+    state = state or TrainState()
+    state.stopped = False
     channels_last = s.memory_format == torch.channels_last
-    result = TrainResult()
-    start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        budget = None if cfg.max_steps is None else cfg.max_steps - result.steps
-        avg_loss, steps = train_epoch(s, d, cfg, epoch, budget, progress=sys.stderr.isatty())
-        result.steps += steps
-        elapsed = time.perf_counter() - start
+    start = time.perf_counter() - state.elapsed
+    while state.epoch <= cfg.epochs:
+        budget = None if cfg.max_steps is None else cfg.max_steps - state.steps
+        avg_loss = train_epoch(s, d, cfg, state, budget, sys.stderr.isatty(), should_stop)
+        state.elapsed = time.perf_counter() - start
+        capped = cfg.max_steps is not None and state.steps >= cfg.max_steps
+        if should_stop() and not capped and state.step < math.ceil(len(d.train_y) / cfg.batch_size):
+            state.stopped = True
+            return state, s.opt
         val = evaluate(model, d.val_x, d.val_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last)
-        row = {"epoch": epoch, "iters": steps, "avg_loss": avg_loss,
-               "elapsed_s": elapsed, "val_acc": val["acc"]}
-        result.history.append(row)
-        log(f"Epoch: {epoch} | Iter: {steps} | Average Loss: {avg_loss:.3f} | Elapsed Time: {elapsed:.1f} s")
-        log(f"Epoch: {epoch} | Validation Accuracy: {val['acc']:.3f} %")
+        row = {"epoch": state.epoch, "iters": state.step, "avg_loss": avg_loss,
+               "elapsed_s": state.elapsed, "val_acc": val["acc"]}
+        state.history.append(row)
+        log(f"Epoch: {state.epoch} | Iter: {state.step} | Average Loss: {avg_loss:.3f} | "
+            f"Elapsed Time: {state.elapsed:.1f} s")
+        log(f"Epoch: {state.epoch} | Validation Accuracy: {val['acc']:.3f} %")
+        state.epoch, state.step, state.loss_sum = state.epoch + 1, 0, 0.0
+        if capped:
+            state.epoch = cfg.epochs + 1  # a step cap ends the run
         if on_epoch_end is not None:
-            on_epoch_end(epoch, row, s.opt)
-        if cfg.max_steps is not None and result.steps >= cfg.max_steps:
-            break
-    result.train_seconds = time.perf_counter() - start
-    return result
+            on_epoch_end(state, s.opt)
+        if should_stop() and state.epoch <= cfg.epochs:
+            state.stopped = True
+            return state, s.opt
+    return state, s.opt

@@ -51,7 +51,8 @@ def test_run_folder_holds_everything(trained_run):
     assert len(rows) == 11 and rows[-1][0] == "10"
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert ckpt["epoch"] == 10 and "optimizer_state" in ckpt
+    assert len(ckpt["state"]["history"]) == 10 and ckpt["state"]["steps"] == 150
+    assert "optimizer_state" in ckpt and ckpt["config"]["batch_size"] == 64
     from safetensors.torch import load_file
     weights = load_file(out / "model.safetensors")
     assert torch.equal(weights["fc.weight"], ckpt["model_state"]["fc.weight"])
