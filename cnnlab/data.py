@@ -126,15 +126,16 @@ def content_fingerprint(tensors: dict[str, torch.Tensor], classes: list[str]) ->
     return h.hexdigest()
 
 
-def _decode(src: Source, size: int, strict: bool, spec: cifar.CifarSpec):
+def _decode(src: Source, size: int, spec: cifar.CifarSpec):
+    """(train_x, train_y, test_x, test_y, classes, notes) from any kind of source."""
     if src.kind == "folder":
-        return imagefolder.read_image_folder(src.path, size, strict)
+        return imagefolder.read_image_folder(src.path, size)
     folder = src.path
     if src.kind == "archive":
         folder = cifar.extract(src.path, _extract_dir(src.path), spec)
     if size != 32:
         raise CnnlabError(f"CIFAR-10 images are 32x32, got --image-size {size}: use 32")
-    return cifar.read_batches(folder, spec)
+    return (*cifar.read_batches(folder, spec), {})
 
 
 def _extract_dir(archive: Path) -> Path:
@@ -151,15 +152,16 @@ def load(path=None, size: int = 32, strict: bool = False, download: bool = True,
     cache = cache_dir() / f"{key[:32]}.safetensors"
     cached = _read_cache(cache)
     if cached is None:
-        train_x, train_y, test_x, test_y, classes = _decode(src, size, strict, spec)
+        train_x, train_y, test_x, test_y, classes, notes = _decode(src, size, spec)
         tensors = {"train_x": torch.from_numpy(np.ascontiguousarray(train_x)),
                    "train_y": torch.from_numpy(train_y), "test_x": torch.from_numpy(np.ascontiguousarray(test_x)),
                    "test_y": torch.from_numpy(test_y)}
         meta = {"classes": classes, "source": str(src.path.resolve()), "kind": src.kind,
-                "fingerprint": content_fingerprint(tensors, classes)}
+                "fingerprint": content_fingerprint(tensors, classes), "notes": notes}
         _write_cache(cache, tensors, meta)
         cached = tensors, meta
     tensors, meta = cached
+    imagefolder.report(src.path, meta.get("notes", {}), size, strict)
     return ImageData(tensors["train_x"], tensors["train_y"], tensors["test_x"], tensors["test_y"],
                      meta["classes"], meta["source"], meta["fingerprint"], str(cache))
 

@@ -22,6 +22,7 @@ from PIL import Image
 from .errors import CnnlabError, CnnlabWarning
 
 SPLITS = ("train", "test")
+MAX_LISTED = 20  # bad files named in the warning
 
 
 def is_image_folder(root: Path) -> bool:
@@ -119,38 +120,50 @@ def decode(paths: list[Path], size: int = 32, workers: int | None = None):
         return [r for part in pool.map(_decode_chunk, jobs) for r in part]
 
 
-def read_image_folder(root: Path, size: int = 32, strict: bool = False):
-    """(train_x, train_y, test_x, test_y, classes) with images as uint8 (N, 3, size, size)."""
+def read_image_folder(root: Path, size: int = 32):
+    """(train_x, train_y, test_x, test_y, classes, notes) with images as uint8 (N, 3, size, size).
+
+    notes = {"skipped": [[path relative to root, reason], ...], "resized": count}; report()
+    turns them into the warning (or, with strict, the error) each time the data are loaded.
+    """
     classes, files = scan(root)
     out = []
     bad, resized = [], 0
     for split in SPLITS:
         outside = [p for p, y in files[split] if y < 0]
-        bad += [f"{p} (a link to {os.path.realpath(p)}, outside the dataset)" for p in outside]
+        bad += [(p, "a link outside the dataset") for p in outside]
         paths = [p for p, y in files[split] if y >= 0]
         labels = np.array([y for _, y in files[split] if y >= 0], dtype=np.int64)
         results = decode(paths, size)
         keep = []
         for i, (arr, info) in enumerate(results):
             if arr is None:
-                bad.append(f"{paths[i]} ({info})")
+                bad.append((paths[i], info))
             else:
                 keep.append(i)
                 resized += bool(info)
         x = np.stack([results[i][0] for i in keep]) if keep else np.zeros((0, 3, size, size), np.uint8)
         out += [x, labels[keep]]
-    if bad and strict:
-        raise CnnlabError(f"{len(bad)} file(s) are not readable images, first: {bad[0]}: "
-                          f"remove them, or drop --strict to skip them")
-    if bad:
-        shown = "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else "")
-        warnings.warn(f"skipped {len(bad)} file(s) that are not readable images: {shown}", CnnlabWarning)
-    if resized:
-        warnings.warn(f"resized {resized} image(s) that were not {size}x{size} to {size}x{size}",
-                      CnnlabWarning)
     for split, y in zip(SPLITS, (out[1], out[3])):
         empty = [classes[c] for c in range(len(classes)) if not (y == c).any()]
         if empty:
             raise CnnlabError(f"class folder(s) {empty} in {Path(root) / split} have no readable "
                               f"images: add images or remove the folder from both splits")
-    return (*out, classes)
+    notes = {"skipped": [[os.path.relpath(p, root), why] for p, why in bad], "resized": resized}
+    return (*out, classes, notes)
+
+
+def report(root, notes: dict, size: int, strict: bool) -> None:
+    """Warn about (or, when strict, refuse) the files that decoding skipped or resized."""
+    bad = notes.get("skipped", [])
+    if bad and strict:
+        raise CnnlabError(f"{len(bad)} file(s) are not readable images, first: {bad[0][0]} "
+                          f"({bad[0][1]}): remove them, or drop --strict to skip them")
+    if bad:
+        shown = ", ".join(f"{path} ({why.split(':')[0]})" for path, why in bad[:MAX_LISTED])
+        more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        warnings.warn(f"skipped {len(bad)} file(s) in {root} that are not readable images: {shown}{more}",
+                      CnnlabWarning)
+    if notes.get("resized"):
+        warnings.warn(f"resized {notes['resized']} image(s) that were not {size}x{size} to {size}x{size}",
+                      CnnlabWarning)
