@@ -29,7 +29,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std
     model.train(was_training)
     total = len(x)
     n_correct = int(correct)  # one host sync for the whole evaluation
-    return {"acc": 100.0 * n_correct / max(total, 1), "loss": float(loss_sum) / max(total, 1),
+    if total == 0:
+        return {"acc": float("nan"), "loss": float("nan"), "correct": 0, "total": 0}
+    return {"acc": 100.0 * n_correct / total, "loss": float(loss_sum) / total,
             "correct": n_correct, "total": total}
 
 

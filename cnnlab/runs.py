@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import platform
 import signal
 import sys
@@ -222,7 +223,7 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     log(f"Test Accuracy: {test['acc']:.3f} %")
     checkpoints.save_weights(out / "model.safetensors", model, {"model": cfg.model})
     metrics = {"model": cfg.model, "test_acc": test["acc"], "test_loss": test["loss"],
-               "val_acc": state.history[-1]["val_acc"], "epochs": len(state.history),
+               "val_acc": _number(state.history[-1]["val_acc"]), "epochs": len(state.history),
                "steps": state.steps, "train_seconds": state.elapsed,
                "params": models.count_params(model), "device": str(device)}
     write_json(out / "metrics.json", metrics)
@@ -230,6 +231,11 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     plot_curves(out / "history.csv", out / "curves.png", title=f"{cfg.model} on {Path(config['data']['source']).name}")
     log(f"Run saved in {out}")
     return {**metrics, "out": str(out)}
+
+
+def _number(x: float) -> float | None:
+    """JSON has no NaN: an undefined value (no validation split) is written as null."""
+    return None if math.isnan(x) else x
 
 
 def read_config(run_dir: Path) -> dict:

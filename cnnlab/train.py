@@ -1,7 +1,8 @@
 """The training loop: a plain function of a config, a model and the data tensors.
 
     cfg = TrainConfig(epochs=20)
-    result = train(cfg, model, data)     # prints the report's two lines per epoch
+    d = prepare(cnnlab.data.load(), cfg, torch.device("cpu"))
+    state, opt = train(cfg, model, d)     # prints the report's two lines per epoch
 
 The whole training split lives on the training device as one uint8 tensor; a batch is an
 index into it, drawn from a permutation that is a pure function of (seed, epoch), so any
@@ -248,7 +249,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[
         state.history.append(row)
         log(f"Epoch: {state.epoch} | Iter: {state.step} | Average Loss: {avg_loss:.3f} | "
             f"Elapsed Time: {state.elapsed:.1f} s")
-        log(f"Epoch: {state.epoch} | Validation Accuracy: {val['acc']:.3f} %")
+        log(f"Epoch: {state.epoch} | Validation Accuracy: "
+            + (f"{val['acc']:.3f} %" if val["total"] else "n/a (--val-size 0)"))
         state.epoch, state.step, state.loss_sum = state.epoch + 1, 0, 0.0
         if capped:
             state.epoch = cfg.epochs + 1  # a step cap ends the run
