@@ -203,10 +203,21 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
     return perm[: n - val_size], perm[n - val_size:]
 
 
-def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images (N, C, H, W), in units of 0..1."""
-    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double() / 255
-    return flat.mean(1).tolist(), flat.std(1).tolist()
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W), in units of 0..1.
+
+    Summed in chunks, in float64: a float copy of the whole split would take gigabytes.
+    """
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros(x.shape[1], dtype=torch.float64)
+    for i in range(0, len(x), chunk):
+        part = x[i:i + chunk].double() / 255
+        total += part.sum(dim=(0, 2, 3))
+        squares += part.square().sum(dim=(0, 2, 3))
+    n = x.numel() / x.shape[1]
+    mean = total / n
+    std = ((squares / n - mean.square()) * n / max(n - 1, 1)).sqrt()
+    return mean.tolist(), std.tolist()
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
