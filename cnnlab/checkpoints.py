@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import CnnlabError
@@ -104,7 +104,9 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
+    """The weights alone, as safetensors, with a sha256 of them in the metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {**(metadata or {}), "sha256": digest(tensors)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -113,10 +115,16 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CnnlabError(f"weights file {path} does not exist: pass a run folder made by 'cnnlab train'")
     try:
-        return load_file(path)
+        tensors = load_file(path)
+        with safe_open(path, "pt") as f:
+            stored = (f.metadata() or {}).get("sha256")
     except (SafetensorError, OSError, ValueError) as e:
         raise CnnlabError(f"weights file {path} is damaged ({e}): use the run's checkpoint.pt "
                           f"or train again") from None
+    if stored is not None and digest(tensors) != stored:
+        raise CnnlabError(f"weights file {path} is damaged (its tensors do not match their sha256): "
+                          f"use the run's checkpoint.pt or train again")
+    return tensors
 
 
 def remove_partial_writes(folder: Path) -> int:

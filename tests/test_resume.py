@@ -179,3 +179,15 @@ def test_damaged_checkpoint_is_one_clear_line(reference, tmp_path, damage):
     assert f"checkpoint {run / 'checkpoint.pt'} is damaged" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     json.loads((run / "config.json").read_text())  # nothing else touched
+
+
+def test_flipped_bit_in_the_weights_file_is_caught(reference, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (run / name).write_bytes((reference / name).read_bytes())
+    blob = bytearray((run / "model.safetensors").read_bytes())
+    blob[-100] ^= 0x01
+    (run / "model.safetensors").write_bytes(bytes(blob))
+    assert main(["evaluate", str(run)]) == 2
+    assert "model.safetensors is damaged" in capsys.readouterr().err
