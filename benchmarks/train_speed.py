@@ -29,7 +29,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from cnnlab import data as data_mod, models
-from cnnlab.summary import summarize, totals
+from cnnlab.layers import totals
+from cnnlab.summary import summarize
 from cnnlab.train import (TrainConfig, TrainState, pick_device, prepare, resolve_precision, setup, train,
                           train_epoch)
 

@@ -144,7 +144,7 @@ output size of conv and pool: floor((N + 2P - d(K-1) - 1)/S) + 1 (pool with ceil
 
 
 def cmd_shape(args) -> int:
-    from .summary import parse_layer, parse_shape, render, totals, trace
+    from .layers import parse_layer, parse_shape, render, totals, trace
     shape = parse_shape(args.input)
     rows = trace(shape, [parse_layer(t) for t in args.layers])
     if args.json:
@@ -156,7 +156,8 @@ def cmd_shape(args) -> int:
 
 def cmd_summary(args) -> int:
     from . import models
-    from .summary import compare, parse_shape, render, summarize, totals
+    from .layers import parse_shape, render, totals
+    from .summary import compare, summarize
     chw = parse_shape(args.input)[1:]
     if args.compare:
         a, b = args.compare

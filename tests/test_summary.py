@@ -8,7 +8,8 @@ import torch.nn as nn
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.models import MODELS, create
-from cnnlab.summary import compare, parse_layer, record_leaves, summarize, totals, trace
+from cnnlab.layers import parse_layer, totals, trace
+from cnnlab.summary import compare, record_leaves, summarize
 
 
 @pytest.mark.parametrize("name", list(MODELS))
