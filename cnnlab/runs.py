@@ -106,7 +106,8 @@ def describe(cfg: TrainConfig, data, d, device, model) -> dict:
             "image_size": data.train_x.shape[-1], "mean": d.mean, "std": d.std,
             "train": len(d.train_y), "val": len(d.val_y), "test": len(d.test_y)}
     return {"config": cfg.to_dict(), "data": info, "device": str(device),
-            "precision": resolve_precision(cfg, device), "params": models.count_params(model),
+            "precision": resolve_precision(cfg, device), "threads": torch.get_num_threads(),
+            "params": models.count_params(model),
             "versions": versions(), "command": " ".join(sys.argv)}
 
 
@@ -198,6 +199,9 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
         checkpoints.save_checkpoint(out / "checkpoint.pt", {
             "format": 1, "model": cfg.model, "model_state": model.state_dict(),
             "optimizer_state": opt.state_dict(), "state": state.to_dict(), "config": cfg.to_dict(),
+            # The learning rate is constant; the batch order is a pure function of (seed, epoch).
+            "schedule": {"kind": "constant", "lr": cfg.lr, "epochs": cfg.epochs},
+            "permutation": {"seed": cfg.seed, "epoch": state.epoch},
             "data": config["data"], "versions": versions(), "rng": checkpoints.rng_state()})
 
     def on_epoch_end(state: TrainState, opt) -> None:

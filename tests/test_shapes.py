@@ -32,6 +32,7 @@ def ours(fn, *args, **kwargs):
 
 
 @ORACLE
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 @given(size=pairs(sizes), k=pairs(kernels), s=pairs(strides),
        p=st.one_of(pairs(paddings), st.sampled_from(["same", "valid"])), d=pairs(dilations))
 def test_conv2d_out_matches_nn_conv2d(size, k, s, p, d):
@@ -60,6 +61,7 @@ def test_pool2d_out_matches_nn_avgpool2d(size, k, s, p, ceil):
 
 
 @settings(max_examples=500, deadline=None, derandomize=True)
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 @given(n=sizes, k=kernels, d=dilations)
 def test_same_padding_keeps_size_as_pytorch_same(n, k, d):
     pad = same_padding(k, dilation=d)
