@@ -85,11 +85,11 @@ def cmd_models(args) -> int:
     from .models import MODELS, count_params, create
     rows = [(name, count_params(create(name)), (MODELS[name].__doc__ or "").strip()) for name in MODELS]
     if args.json:
-        print(json.dumps([{"name": n, "params": p} for n, p, _ in rows], indent=2))
+        print(json.dumps([{"name": n, "params": p, "description": d} for n, p, d in rows], indent=2))
         return 0
-    print(f"{'model':<12}{'params':>10}  (CIFAR-10: 3x32x32 in, 10 classes)")
-    for name, params, _ in rows:
-        print(f"{name:<12}{params:>10,}")
+    print(f"{'model':<10}{'params':>9}  description (params for CIFAR-10: 3x32x32 in, 10 classes)")
+    for name, params, description in rows:
+        print(f"{name:<10}{params:>9,}  {description}")
     return 0
 
 

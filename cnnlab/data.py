@@ -163,7 +163,7 @@ def load(path=None, size: int = 32, strict: bool = False, download: bool = True,
     tensors, meta = cached
     imagefolder.report(src.path, meta.get("notes", {}), size, strict)
     return ImageData(tensors["train_x"], tensors["train_y"], tensors["test_x"], tensors["test_y"],
-                     meta["classes"], meta["source"], meta["fingerprint"], str(cache))
+                     meta["classes"], str(src.path.resolve()), meta["fingerprint"], str(cache))
 
 
 def _write_cache(path: Path, tensors, meta):

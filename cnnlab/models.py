@@ -46,10 +46,12 @@ class SeedNet(nn.Module):
 
 
 def seed(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
+    """The course report's CNN: two 3x3 'same' convs (16, 32), ReLU, 2x2 max pooling, linear."""
     return SeedNet(num_classes, in_channels, image_size, padding="same")
 
 
 def seed_p1(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
+    """seed written with padding=1 instead of 'same' (the report's Discussion: the same network)."""
     return SeedNet(num_classes, in_channels, image_size, padding=1)
 
 
