@@ -168,7 +168,8 @@ def cmd_summary(args) -> int:
             return 0
         for name in (a, b):
             print(f"{name}:")
-            print(render(summarize(models.create(name, image_size=tuple(chw[1:])), chw), [1, *chw]))
+            model = models.create(name, image_size=tuple(chw[1:]), in_channels=chw[0])
+            print(render(summarize(model, chw), [1, *chw]))
             print()
         same = result["same_shapes"] and result["same_params"] and result["max_abs_diff"] == 0
         print(f"layer shapes identical: {result['same_shapes']}; parameter counts identical: "
