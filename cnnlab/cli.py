@@ -186,6 +186,8 @@ def cmd_summary(args) -> int:
     else:
         print(f"{args.model} on input {[1, *chw]}")
         print(render(rows, [1, *chw]))
+        if getattr(model, "summary_note", ""):
+            print(model.summary_note)
     return 0
 
 

@@ -17,6 +17,9 @@ from .shapes import conv2d_out, pool2d_out
 class SeedNet(nn.Module):
     """Conv(3->16, 3x3) -> ReLU -> MaxPool(2) -> Conv(16->32, 3x3) -> ReLU -> MaxPool(2) -> Linear."""
 
+    summary_note = ("note: each ReLU runs after its pooling; max pooling commutes with ReLU, so this "
+                    "is bitwise the report's conv -> ReLU -> pool, with the ReLU on 4x fewer pixels")
+
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size=32,
                  padding: int | str = "same"):
         super().__init__()
