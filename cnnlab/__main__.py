@@ -1,4 +1,5 @@
 """python -m cnnlab: the same as the cnnlab command."""
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -108,10 +108,13 @@ def _decode_chunk(args):
     return [decode_one(p, size) for p in paths]
 
 
-def decode(paths: list[Path], size: int = 32, workers: int | None = None):
-    """Decode many files; returns the per-file results of decode_one, in order."""
+def decode(paths: list[Path], size: int = 32, workers: int | None = None, min_parallel: int = 2000):
+    """Decode many files; returns the per-file results of decode_one, in order.
+
+    Below min_parallel files, starting worker processes costs more than it saves.
+    """
     workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(paths) < 2000:
+    if workers == 1 or len(paths) < min_parallel:
         return [decode_one(p, size) for p in paths]
     chunk = max(256, len(paths) // (workers * 8))
     jobs = [(paths[i:i + chunk], size) for i in range(0, len(paths), chunk)]

@@ -133,3 +133,13 @@ def test_channel_stats_match_a_direct_computation():
     flat = x.transpose(0, 1).reshape(3, -1).double() / 255
     assert torch.allclose(torch.tensor(mean, dtype=torch.float64), flat.mean(1), atol=1e-12)
     assert torch.allclose(torch.tensor(std, dtype=torch.float64), flat.std(1), atol=1e-12)
+
+
+def test_parallel_decode_equals_serial(real_subset):
+    from cnnlab.imagefolder import decode
+    paths = sorted((real_subset / "train" / "cat").iterdir())[:60] + [real_subset / "missing.png"]
+    serial = decode(paths, 32, workers=1)
+    parallel = decode(paths, 32, workers=2, min_parallel=0)
+    assert len(parallel) == len(serial) == 61
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(serial[:-1], parallel[:-1]))
+    assert serial[-1][0] is None and parallel[-1][0] is None
