@@ -168,6 +168,10 @@ def explain_same(n: int, k: int, d: int = 1) -> str:
 def apply(layer: Layer, shape: list[int], rf: tuple[int, int] | None):
     """(Row, receptive-field state) for one layer on an input of the given shape."""
     a, kind = layer.args, layer.kind
+    if "out" in a and (isinstance(a["out"], bool) or not isinstance(a["out"], int) or a["out"] < 1):
+        raise CnnlabError(f"{layer.text}: the output size must be a positive integer, got {a['out']!r}")
+    if kind == "dropout" and not (isinstance(a["p"], (int, float)) and 0 <= a["p"] <= 1):
+        raise CnnlabError(f"{layer.text}: the dropout probability must be between 0 and 1, got {a['p']!r}")
     try:
         if kind == "conv":
             n, c, h, w = _need4(shape, layer)

@@ -67,6 +67,18 @@ def test_layer_typos_are_clear_errors(text, message):
         parse_layer(text)
 
 
+@pytest.mark.parametrize("layers,message", [
+    (["conv(0,k=3)"], "output size must be a positive integer"),
+    (["flatten", "linear(2.5)"], "output size must be a positive integer"),
+    (["dropout(1.5)"], "between 0 and 1"),
+    (["conv(4,k=3,s=2,p=same)"], "needs stride 1"),
+    (["linear(3)"], "put flatten before it"),
+])
+def test_impossible_layers_are_clear_errors(layers, message):
+    with pytest.raises(CnnlabError, match=message):
+        trace([1, 3, 8, 8], [parse_layer(t) for t in layers])
+
+
 def test_impossible_chain_is_explained_in_numbers(capsys):
     assert main(["shape", "1,1,4,4", "conv(1,k=7)"]) == 2
     err = capsys.readouterr().err
