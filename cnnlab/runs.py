@@ -140,7 +140,7 @@ def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], No
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    saved = TrainConfig(**{k: v for k, v in config["config"].items() if k in TrainConfig.__dataclass_fields__})
+    saved = TrainConfig.from_dict(config["config"])
     for key, value in (overrides or {}).items():
         if key not in RESUME_MAY_CHANGE and getattr(saved, key) != value:
             raise CnnlabError(f"--{key.replace('_', '-')} {value} differs from the run's "
@@ -276,16 +276,14 @@ def load_run(run_dir: Path) -> tuple[dict, torch.nn.Module]:
 def evaluate_run(run_dir: Path, data_path=None, device: str = "auto") -> dict:
     """Test accuracy of a saved run, computed the way training computed it."""
     config, model = load_run(run_dir)
-    cfg, info = config["config"], config["data"]
+    cfg, info = TrainConfig.from_dict(config["config"]), config["data"]
     dev = pick_device(device)
-    data = data_mod.load(data_path if data_path is not None else cfg.get("data"))
+    data = data_mod.load(data_path if data_path is not None else cfg.data)
     if data.classes != info["classes"]:
         raise CnnlabError(f"the data's classes {data.classes} differ from the run's "
                           f"{info['classes']}: pass the dataset the run was trained on with --data")
-    channels_last = cfg.get("channels_last")
-    channels_last = True if channels_last is None else channels_last
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(dev, memory_format=fmt)
+    channels_last = uses_channels_last(cfg, dev)
+    model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     result = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), info["mean"], info["std"],
-                      cfg.get("eval_batch_size", 1000), channels_last)
-    return {**result, "same_data": data.fingerprint == info["fingerprint"], "model": cfg["model"]}
+                      cfg.eval_batch_size, channels_last)
+    return {**result, "same_data": data.fingerprint == info["fingerprint"], "model": cfg.model}

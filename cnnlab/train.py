@@ -55,15 +55,20 @@ class TrainConfig:
             raise CnnlabError(f"--max-steps must be a positive integer, got {self.max_steps}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise CnnlabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise CnnlabError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         return self
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """The config saved in a run's config.json (keys from other versions are ignored)."""
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
 
 def pick_device(name: str) -> torch.device:
+    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
+        raise CnnlabError(f"--device must be auto, cpu or cuda, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
