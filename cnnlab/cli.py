@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -54,6 +55,15 @@ def positive_float(text: str) -> float:
 
 # ---------------------------------------------------------------- commands
 
+def say(line: str) -> None:
+    """Print a line now; if the reader has gone (cnnlab train | head), keep training quietly."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 RECIPE_FLAGS = ["model", "epochs", "batch_size", "lr", "seed", "val_size", "device", "data", "max_steps",
                 "eval_batch_size", "channels_last", "compile", "precision", "strict"]
 
@@ -62,7 +72,7 @@ def cmd_train(args) -> int:
     from .runs import resume_train, run_train
     from .train import TrainConfig
     given = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
-    log = lambda line: print(line, flush=True)  # noqa: E731
+    log = say
     if args.resume:
         if args.out is not None:
             raise CnnlabError("--resume continues a run in its own folder: drop --out")

@@ -124,6 +124,9 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     d = prepare(data, cfg, device)
     config = describe(cfg, data, d, device, model)
     write_json(out / "config.json", config)
+    log(f"Training {cfg.model} ({config['params']:,} parameters) on {len(d.train_y)} images from "
+        f"{data.source} ({len(d.val_y)} to validate, {len(d.test_y)} to test), {device}, "
+        f"{config['precision']}; run folder {out}")
     return _fit(out, cfg, config, model, d, TrainState(), None, log)
 
 

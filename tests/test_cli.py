@@ -29,6 +29,8 @@ def trained_run(real_subset, tmp_path_factory):
 def test_train_beats_chance_on_real_images_and_prints_the_reports_lines(trained_run):
     out, stdout = trained_run
     lines = stdout.splitlines()
+    assert lines[0].startswith("Training seed (25,578 parameters) on 900 images from ")
+    lines = lines[1:]
     assert lines[0].startswith("Epoch: 1 | Iter: 15 | Average Loss: ")
     assert lines[0].endswith(" s") and "| Elapsed Time: " in lines[0]
     assert lines[1].startswith("Epoch: 1 | Validation Accuracy: ") and lines[1].endswith(" %")
