@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 import platform
 import statistics
 import sys
@@ -144,12 +145,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", help="dataset path (default: cnnlab's default search)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--val-size", type=int, default=5000, help="training images held out (default 5000)")
     ap.add_argument("--repeats", type=int, default=3, help="timed epochs per pipeline (median)")
     ap.add_argument("--skip-full", action="store_true", help="skip the full 20-epoch cnnlab run")
+    ap.add_argument("--compile", action="store_true",
+                    help="cnnlab with torch.compile (CUDA: CUDA graphs); compile time is in the warm-up")
     args = ap.parse_args()
 
     device = pick_device(args.device)
-    cfg = TrainConfig(device=str(device))
+    cfg = TrainConfig(device=str(device), compile=args.compile, val_size=args.val_size)
     data = data_mod.load(args.data)
     d = prepare(data, cfg, device)
     n = len(d.train_y)
@@ -160,7 +164,8 @@ def main():
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"data: {n} training images from {data.source}; model seed, batch 128, Adam")
     print(f"work: {flops_per_epoch / 1e9:.1f} GFLOP per epoch; nominal peak {nominal_peak(device)}")
-    print(f"cnnlab precision: {resolve_precision(cfg, device)}, channels_last\n")
+    print(f"cnnlab precision: {resolve_precision(cfg, device)}, channels_last"
+          f"{', torch.compile' if cfg.compile else ''}\n")
 
     loader_args = {"num_workers": 2, "pin_memory": device.type == "cuda"}
     pipelines = [("a", "tutorial Dataset + DataLoader(2 workers)", tutorial_epoch(d, device, loader_args)),
@@ -178,6 +183,9 @@ def main():
     if not args.skip_full:
         torch.manual_seed(cfg.seed)
         model = models.create("seed")
+        if cfg.compile:  # compile once, outside the timed run
+            warm = replace(cfg, epochs=1, max_steps=3)
+            train(warm, models.create("seed"), d, log=lambda line: None)
         result, _ = train(cfg, model, d, log=lambda line: None)
         from cnnlab.evaluate import evaluate
         test = evaluate(model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, True)
