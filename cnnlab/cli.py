@@ -214,9 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="cnnlab", description="Teach and train convolutional neural "
                                 "networks on CIFAR-10 and image-folder datasets.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    # --debug also after the command; SUPPRESS keeps a subcommand from resetting it to False.
+    debug = Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show full tracebacks for errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    t = sub.add_parser("train", help="train a model, test it, and save a run folder",
+    t = sub.add_parser("train", parents=[debug], help="train a model, test it, and save a run folder",
                        description="Train a model with Adam and cross-entropy, print the loss and "
                        "validation accuracy after every epoch and the test accuracy at the end, "
                        "and save config, history, curves, metrics and weights in a run folder.")
@@ -248,23 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "fp32 (default: auto)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="test accuracy of a saved run",
+    e = sub.add_parser("evaluate", parents=[debug], help="test accuracy of a saved run",
                        description="Reload a run's weights and print its test accuracy.")
     e.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'cnnlab train'")
     e.add_argument("--data", metavar="PATH", help=DATA_HELP + "; default: the run's own data")
     e.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     e.set_defaults(func=cmd_evaluate)
 
-    d = sub.add_parser("data", help="inspect the dataset (info, show)",
+    d = sub.add_parser("data", parents=[debug], help="inspect the dataset (info, show)",
                        description="Inspect the dataset: counts per class, source and cache, sample images.")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    di = dsub.add_parser("info", help="images per split and class, source, cache",
+    di = dsub.add_parser("info", parents=[debug], help="images per split and class, source, cache",
                          description="Print images per split and class, where they came from and where the cache is.")
     di.add_argument("--data", metavar="PATH", help=DATA_HELP)
     di.add_argument("--json", action="store_true", help="machine-readable output")
     di.add_argument("--strict", action="store_true", help="fail on unreadable image files instead of skipping them")
     di.set_defaults(func=cmd_data_info)
-    ds = dsub.add_parser("show", help="save a grid of sample images per class",
+    ds = dsub.add_parser("show", parents=[debug], help="save a grid of sample images per class",
                          description="Save a PNG grid with one labelled row of sample images per class.")
     ds.add_argument("--data", metavar="PATH", help=DATA_HELP)
     ds.add_argument("--strict", action="store_true", help="fail on unreadable image files instead of skipping them")
@@ -274,12 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", metavar="FILE", default="samples.png", help="PNG file to write (default: samples.png)")
     ds.set_defaults(func=cmd_data_show)
 
-    m = sub.add_parser("models", help="list registered models with parameter counts",
+    m = sub.add_parser("models", parents=[debug], help="list registered models with parameter counts",
                        description="List the registered models with their parameter counts on CIFAR-10.")
     m.add_argument("--json", action="store_true", help="machine-readable output")
     m.set_defaults(func=cmd_models)
 
-    sh = sub.add_parser("shape", help="output shapes of a chain of layers, with the arithmetic",
+    sh = sub.add_parser("shape", parents=[debug], help="output shapes of a chain of layers, with the arithmetic",
                         description="Compute the output shape of each layer from the input shape, "
                         "with the size formula filled in and the padding solved for p=same.",
                         epilog=SHAPE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -289,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--json", action="store_true", help="machine-readable output")
     sh.set_defaults(func=cmd_shape)
 
-    su = sub.add_parser("summary", help="per-layer shapes, parameters, MACs and receptive field of a model",
+    su = sub.add_parser("summary", parents=[debug], help="per-layer shapes, parameters, MACs and receptive field of a model",
                         description="Show, for each layer of a registered model, its output shape, "
                         "parameters, multiply-adds, receptive field and the size arithmetic.")
     su.add_argument("--model", default="seed", help="model name, see 'cnnlab models' (default: seed)")
