@@ -114,6 +114,8 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     assert sorted(p.name for p in tiny.rglob("*")) == before
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    proc = cnnlab("--debug", "train", "--data", tmp_path / "missing")
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback(tmp_path, where):
+    args = ["train", "--data", tmp_path / "missing"]
+    proc = cnnlab(*(["--debug", *args] if where == "before" else [*args, "--debug"]))
     assert proc.returncode != 0 and "Traceback" in proc.stderr
