@@ -225,7 +225,7 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
         raise Interrupted(f"stopped by {name} at epoch {state.epoch}, step {state.step}; checkpoint "
                           f"saved; resume with: cnnlab train --resume {out}", stop.signum)
 
-    channels_last = uses_channels_last(cfg, device)
+    channels_last = uses_channels_last(cfg)
     test = evaluate(model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last)
     log(f"Test Accuracy: {test['acc']:.3f} %")
     checkpoints.save_weights(out / "model.safetensors", model, {"model": cfg.model})
@@ -285,7 +285,7 @@ def evaluate_run(run_dir: Path, data_path=None, device: str = "auto") -> dict:
     if data.classes != info["classes"]:
         raise CnnlabError(f"the data's classes {data.classes} differ from the run's "
                           f"{info['classes']}: pass the dataset the run was trained on with --data")
-    channels_last = uses_channels_last(cfg, dev)
+    channels_last = uses_channels_last(cfg)
     model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     result = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), info["mean"], info["std"],
                       cfg.eval_batch_size, channels_last)

@@ -39,7 +39,7 @@ class TrainConfig:
     out: str | None = None  # run folder; None -> runs/<date-time>-<model>
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
     eval_batch_size: int = 1000
-    channels_last: bool | None = None  # None: on where measured faster (CUDA and CPU)
+    channels_last: bool | None = None  # None: on (see uses_channels_last)
     compile: bool = False  # torch.compile the model (CUDA: faster after warm-up)
     precision: str = "auto"  # auto | fp32 | bf16: auto is bf16 where native (CUDA, CPUs with AMX)
     strict: bool = False  # unreadable image files: error (True) or skip with a warning (False)
@@ -82,7 +82,8 @@ def epoch_permutation(n: int, seed: int, epoch: int, device) -> torch.Tensor:
     return torch.randperm(n, generator=g).to(device)
 
 
-def uses_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+def uses_channels_last(cfg: TrainConfig) -> bool:
+    """channels_last unless turned off: measured faster on this project's CPUs and on CUDA."""
     return cfg.channels_last if cfg.channels_last is not None else True
 
 
@@ -165,7 +166,7 @@ def setup(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> Set
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
-    memory_format = torch.channels_last if uses_channels_last(cfg, device) else torch.contiguous_format
+    memory_format = torch.channels_last if uses_channels_last(cfg) else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     # fused Adam is one kernel per step on CUDA; on this CPU foreach measured faster.
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True if cuda else None)
