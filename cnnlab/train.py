@@ -83,7 +83,7 @@ def epoch_permutation(n: int, seed: int, epoch: int, device) -> torch.Tensor:
 
 
 def uses_channels_last(cfg: TrainConfig) -> bool:
-    """channels_last unless turned off: measured faster on this project's CPUs and on CUDA."""
+    """channels_last unless turned off: measured 1.6x faster here on the CPU; the usual choice on CUDA."""
     return cfg.channels_last if cfg.channels_last is not None else True
 
 
