@@ -119,14 +119,15 @@ def cnnlab_epoch(d, device, cfg):
     return lambda: train_epoch(s, d, cfg, TrainState(epoch=next(counter)))
 
 
-def nominal_peak(device) -> str:
+def nominal_peak(device) -> tuple[float, str]:
+    """(peak GFLOP/s the percentages refer to, a description of the peaks)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         peaks = {"H100": 989, "H200": 989, "A100": 312, "L4": 121, "A10": 125, "4090": 165}
         for key, tflops in peaks.items():
             if key in name:
-                return f"{tflops} TFLOP/s dense bf16 ({name})"
-        return f"unknown ({name})"
+                return tflops * 1000, f"{tflops} TFLOP/s dense bf16 ({name})"
+        return float("nan"), f"unknown ({name})"
     ghz = 0.0
     try:
         with open("/proc/cpuinfo") as f:
@@ -138,7 +139,7 @@ def nominal_peak(device) -> str:
     text = f"{fp32:.0f} GFLOP/s fp32 ({cores} cores x {ghz:.2f} GHz x 64 FLOP/cycle, AVX-512 FMA)"
     if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
         text += f"; {cores * ghz * 1024:.0f} GFLOP/s bf16 with AMX (1024 FLOP/cycle)"
-    return text
+    return fp32, text
 
 
 def main():
@@ -163,7 +164,9 @@ def main():
           f"{torch.__version__}, threads {torch.get_num_threads()}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"data: {n} training images from {data.source}; model seed, batch 128, Adam")
-    print(f"work: {flops_per_epoch / 1e9:.1f} GFLOP per epoch; nominal peak {nominal_peak(device)}")
+    peak, peak_text = nominal_peak(device)
+    peak_kind = "bf16" if device.type == "cuda" else "fp32"
+    print(f"work: {flops_per_epoch / 1e9:.1f} GFLOP per epoch; nominal peak {peak_text}")
     print(f"cnnlab precision: {resolve_precision(cfg, device)}, channels_last"
           f"{', torch.compile' if cfg.compile else ''}\n")
 
@@ -176,7 +179,8 @@ def main():
         times = timed(fn, device, warmup=1, repeats=args.repeats)
         medians[key] = statistics.median(times)
         print(f"({key}) {label:<42} {medians[key]:7.2f} s/epoch  {n / medians[key]:9.0f} img/s  "
-              f"{flops_per_epoch / medians[key] / 1e9:8.1f} GFLOP/s  (runs: "
+              f"{flops_per_epoch / medians[key] / 1e9:8.1f} GFLOP/s = "
+              f"{100 * flops_per_epoch / medians[key] / 1e9 / peak:4.1f} % of {peak_kind} peak  (runs: "
               f"{', '.join(f'{t:.2f}' for t in times)})", flush=True)
     print(f"\nspeed-up of cnnlab: a/c = {medians['a'] / medians['c']:.2f}x, b/c = {medians['b'] / medians['c']:.2f}x")
 
