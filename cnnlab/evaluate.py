@@ -34,10 +34,3 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std
     return {"acc": 100.0 * n_correct / total, "loss": float(loss_sum) / total,
             "correct": n_correct, "total": total}
 
-
-@torch.inference_mode()
-def predict(model: torch.nn.Module, x: torch.Tensor, mean, std, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted class index for each uint8 image in x."""
-    model.eval()
-    return torch.cat([model(normalize(x[i:i + batch_size], mean, std)).argmax(1)
-                      for i in range(0, len(x), batch_size)])

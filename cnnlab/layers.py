@@ -144,7 +144,7 @@ def _size_formula(n, k, s, p, d, ceil=False) -> str:
     return f"{rnd}(({n} + 2*{p} - {span})/{s}) + 1"
 
 
-def _formula(kind, hw, k, s, p, d, ceil, out):
+def _formula(hw, k, s, p, d, ceil, out):
     parts = [(_size_formula(hw[i], k[i], s[i], p[i], d[i], ceil), out[i]) for i in range(2)]
     if parts[0] == parts[1]:
         return f"H, W: {parts[0][0]} = {parts[0][1]}"
@@ -190,7 +190,7 @@ def apply(layer: Layer, shape: list[int], rf: tuple[int, int] | None):
             params = a["out"] * c * k[0] * k[1] + (a["out"] if a["bias"] else 0)
             macs = n * a["out"] * out_hw[0] * out_hw[1] * c * k[0] * k[1]
             rf = _grow(rf, k, s, d)
-            formula = _formula(kind, (h, w), k, s, pad, d, False, out_hw)
+            formula = _formula((h, w), k, s, pad, d, False, out_hw)
             if a["p"] == "same" and any(not isinstance(x, int) for x in same_padding(k, s, d)):
                 formula = f"H, W: padding='same' keeps {h}x{w}"
             return Row(layer.text, kind, shape, out, params, macs, _rf(rf), formula, note, explain), rf
@@ -202,7 +202,7 @@ def apply(layer: Layer, shape: list[int], rf: tuple[int, int] | None):
             out_hw = pool2d_out((h, w), k, s, p, d, a["ceil"])
             rf = _grow(rf, k, s, d)
             return Row(layer.text, kind, shape, [n, c, *out_hw], 0, 0, _rf(rf),
-                       _formula(kind, (h, w), k, s, p, d, a["ceil"], out_hw)), rf
+                       _formula((h, w), k, s, p, d, a["ceil"], out_hw)), rf
     except ValueError as e:
         raise CnnlabError(f"{layer.text} cannot take input {shape}: {e}") from None
     if kind == "flatten":
