@@ -111,6 +111,13 @@ def describe(cfg: TrainConfig, data, d, device, model) -> dict:
             "versions": versions(), "command": " ".join(sys.argv)}
 
 
+def _model_and_data(cfg: TrainConfig, data, device):
+    """The run's model, initialized from its seed, and its data split onto the device."""
+    torch.manual_seed(cfg.seed)
+    model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], data.train_x.shape[-1])
+    return model, prepare(data, cfg, device)
+
+
 def run_train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     """Load data, build the model, train, test, and write a new run folder. Returns metrics."""
     cfg.validate()
@@ -119,9 +126,7 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     data = data_mod.load(cfg.data, strict=cfg.strict)
     out = new_run_dir(cfg.out, cfg.model)
     cfg = replace(cfg, out=str(out))
-    torch.manual_seed(cfg.seed)
-    model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], data.train_x.shape[-1])
-    d = prepare(data, cfg, device)
+    model, d = _model_and_data(cfg, data, device)
     config = describe(cfg, data, d, device, model)
     write_json(out / "config.json", config)
     log(f"Training {cfg.model} ({config['params']:,} parameters) on {len(d.train_y)} images from "
@@ -169,9 +174,7 @@ def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], No
         raise CnnlabError(f"the data at {data.source} differ from the data {run_dir} was trained on "
                           f"(fingerprint {data.fingerprint[:12]} vs {config['data']['fingerprint'][:12]}): "
                           f"pass the original dataset with --data")
-    torch.manual_seed(cfg.seed)
-    model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], data.train_x.shape[-1])
-    d = prepare(data, cfg, device)
+    model, d = _model_and_data(cfg, data, device)
     state, opt_state = TrainState(), None
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state"])
