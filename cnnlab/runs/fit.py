@@ -1,67 +1,24 @@
-"""A run folder: train a model from a config and write everything it produced; evaluate it again.
+"""Training into a run folder: a new run, a resumed one, checkpoints, signals, the final test.
 
-    runs/<date-time>-<model>/
-        config.json        resolved config, data description and fingerprint, library versions
-        history.csv        epoch,iters,avg_loss,elapsed_s,val_acc
-        curves.png         validation accuracy and training loss per epoch
-        metrics.json       test_acc, val_acc, epochs, train_seconds, model, params, ...
-        checkpoint.pt      model + optimizer state and the run's description (weights_only-safe)
-        model.safetensors  the weights alone
+    run_train(TrainConfig(epochs=20))          # a new run folder under runs/
+    resume_train("runs/20260101-120000-seed")  # continue it exactly where it stopped
 """
 from __future__ import annotations
 
 import csv
-import json
-import math
-import platform
 import signal
-import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
-from . import __version__, checkpoints, data as data_mod, models
-from .errors import CnnlabError
-from .evaluate import evaluate
-from .train import (NonFiniteLoss, TrainConfig, TrainState, pick_device, prepare, resolve_precision, train,
-                    uses_channels_last)
-
-HISTORY_FIELDS = ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc"]
-
-
-def versions() -> dict:
-    import PIL
-    import safetensors
-    return {"cnnlab": __version__, "torch": str(torch.__version__), "numpy": np.__version__,
-            "pillow": PIL.__version__, "safetensors": safetensors.__version__,
-            "python": platform.python_version()}
-
-
-def new_run_dir(out: str | None, model: str) -> Path:
-    """The run folder, created empty; an existing non-empty folder is never written into."""
-    if out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path, k = Path("runs") / f"{stamp}-{model}", 1
-        while path.exists():
-            k += 1
-            path = Path("runs") / f"{stamp}-{model}-{k}"
-    else:
-        path = Path(out)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise CnnlabError(f"--out {path} already exists and is not empty: choose a new folder "
-                              f"so no earlier run is overwritten")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def write_json(path: Path, obj) -> None:
-    checkpoints.atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
-
+from .. import checkpoints, data as data_mod, models
+from ..errors import CnnlabError
+from ..evaluate import evaluate
+from ..train import NonFiniteLoss, TrainConfig, TrainState, pick_device, prepare, train, uses_channels_last
+from .folder import HISTORY_FIELDS, _number, describe, new_run_dir, read_config, versions, write_json
 
 class Interrupted(CnnlabError):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint; exit 128 + the signal."""
@@ -98,17 +55,6 @@ class StopSignals:
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
-
-
-def describe(cfg: TrainConfig, data, d, device, model) -> dict:
-    """config.json: the resolved configuration and what the run was trained on."""
-    info = {"source": data.source, "fingerprint": data.fingerprint, "classes": data.classes,
-            "image_size": data.train_x.shape[-1], "mean": d.mean, "std": d.std,
-            "train": len(d.train_y), "val": len(d.val_y), "test": len(d.test_y)}
-    return {"config": cfg.to_dict(), "data": info, "device": str(device),
-            "precision": resolve_precision(cfg, device), "threads": torch.get_num_threads(),
-            "params": models.count_params(model),
-            "versions": versions(), "command": " ".join(sys.argv)}
 
 
 def _model_and_data(cfg: TrainConfig, data, device):
@@ -237,59 +183,7 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
                "steps": state.steps, "train_seconds": state.elapsed,
                "params": models.count_params(model), "device": str(device)}
     write_json(out / "metrics.json", metrics)
-    from .plots import plot_curves  # matplotlib is imported only when a figure is drawn
+    from ..plots import plot_curves  # matplotlib is imported only when a figure is drawn
     plot_curves(out / "history.csv", out / "curves.png", title=f"{cfg.model} on {Path(config['data']['source']).name}")
     log(f"Run saved in {out}")
     return {**metrics, "out": str(out)}
-
-
-def _number(x: float) -> float | None:
-    """JSON has no NaN: an undefined value (no validation split) is written as null."""
-    return None if math.isnan(x) else x
-
-
-def read_config(run_dir: Path) -> dict:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise CnnlabError(f"{run_dir} is not a run folder (no config.json): pass a folder made by "
-                          f"'cnnlab train'")
-    try:
-        config = json.loads(path.read_text())
-        config["data"]["classes"], config["config"]["model"]  # noqa: B018 - the keys must be there
-    except (ValueError, KeyError, TypeError) as e:
-        raise CnnlabError(f"{path} is damaged ({type(e).__name__}: {e}): the run cannot be reloaded") from None
-    return config
-
-
-def load_run(run_dir: Path) -> tuple[dict, torch.nn.Module]:
-    """(config.json contents, model with the run's final weights) from a run folder."""
-    run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    info, name = config["data"], config["config"]["model"]
-    model = models.create(name, len(info["classes"]), 3, info["image_size"])
-    if (run_dir / "model.safetensors").is_file():
-        state = checkpoints.load_weights(run_dir / "model.safetensors")
-    else:
-        state = checkpoints.load_checkpoint(run_dir / "checkpoint.pt")["model_state"]
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CnnlabError(f"the weights in {run_dir} do not fit model {name} "
-                          f"({str(e).splitlines()[0]})") from None
-    return config, model
-
-
-def evaluate_run(run_dir: Path, data_path=None, device: str = "auto") -> dict:
-    """Test accuracy of a saved run, computed the way training computed it."""
-    config, model = load_run(run_dir)
-    cfg, info = TrainConfig.from_dict(config["config"]), config["data"]
-    dev = pick_device(device)
-    data = data_mod.load(data_path if data_path is not None else cfg.data)
-    if data.classes != info["classes"]:
-        raise CnnlabError(f"the data's classes {data.classes} differ from the run's "
-                          f"{info['classes']}: pass the dataset the run was trained on with --data")
-    channels_last = uses_channels_last(cfg)
-    model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    result = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), info["mean"], info["std"],
-                      cfg.eval_batch_size, channels_last)
-    return {**result, "same_data": data.fingerprint == info["fingerprint"], "model": cfg.model}

@@ -1,4 +1,4 @@
-"""The model registry: name -> constructor(num_classes, in_channels, image_size).
+"""The course report's network and its variants (the course's ladder builds on these).
 
     seed      the course report's CNN: two 3x3 'same' convs (16, 32 channels), each followed
               by ReLU and 2x2 max pooling, then one linear layer. 25,578 parameters on CIFAR-10.
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .errors import CnnlabError
-from .shapes import conv2d_out, pool2d_out
+from ..shapes import conv2d_out, pool2d_out
 
 
 class SeedNet(nn.Module):
@@ -56,23 +55,3 @@ def seed(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
 def seed_p1(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
     """seed written with padding=1 instead of 'same' (the report's Discussion: the same network)."""
     return SeedNet(num_classes, in_channels, image_size, padding=1)
-
-
-MODELS = {
-    "seed": seed,
-    "seed-p1": seed_p1,
-}
-
-
-def create(name: str, num_classes: int = 10, in_channels: int = 3, image_size=32) -> nn.Module:
-    if name not in MODELS:
-        raise CnnlabError(f"unknown model {name!r}: choose one of {', '.join(MODELS)} "
-                          f"(see 'cnnlab models')")
-    try:
-        return MODELS[name](num_classes, in_channels, image_size)
-    except ValueError as e:  # the shape arithmetic refused this input size
-        raise CnnlabError(f"model {name} cannot take {image_size}x{image_size} inputs: {e}") from None
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

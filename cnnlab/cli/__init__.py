@@ -1,0 +1,67 @@
+"""The cnnlab command line: parses flags, builds configs, calls library functions, prints.
+
+    cnnlab train [--data PATH] [--model seed] [--epochs 20] ...   train and test, write a run folder
+    cnnlab evaluate RUN_DIR                                        test accuracy of a saved run
+    cnnlab data info | data show                                   what the dataset holds, a sample grid
+    cnnlab models                                                  registered models
+    cnnlab shape 1,1,32,32 "conv(1,k=7,p=same)"                    conv/pool output-size arithmetic
+    cnnlab summary --model seed                                    per-layer shapes, params, formulae
+
+One module per group of commands; each has register(sub, parents), which adds its parsers,
+and cmd_* functions that call the library. Nothing here imports torch until a command runs.
+User mistakes end with one 'cnnlab: error: ...' line and exit status 2; --debug shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from ..errors import CnnlabError, CnnlabWarning
+from . import data, network, train
+
+COMMANDS = [train, data, network]  # each module's register() adds its subcommands, in this order
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake in the flags is one line that points to --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="cnnlab", description="Teach and train convolutional neural "
+                                "networks on CIFAR-10 and image-folder datasets.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    # --debug also after the command; SUPPRESS keeps a subcommand from resetting it to False.
+    debug = Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show full tracebacks for errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    for module in COMMANDS:
+        module.register(sub, [debug])
+    return p
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    text = str(message) if issubclass(category, CnnlabWarning) else f"{category.__name__}: {message}"
+    print(f"cnnlab: warning: {text}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        return args.func(args)
+    except CnnlabError as e:
+        if args.debug:
+            raise
+        print(f"cnnlab: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,49 @@
+"""What every command module shares: argument types, the data flag's help, printing."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DATA_HELP = ("dataset: an image folder with train/<class>/ and test/<class>/, the CIFAR-10 "
+             "python archive, or its cifar-10-batches-py/ folder (default: $CNNLAB_DATA, ./data, "
+             "../shared/datasets/cifar10-jpeg, else download CIFAR-10)")
+
+
+def int_at_least(minimum: int):
+    """An argparse type for integers >= minimum, with a message that says so."""
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+    return parse
+
+
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+# ---------------------------------------------------------------- commands
+
+def say(line: str) -> None:
+    """Print a line now; if the reader has gone (cnnlab train | head), keep training quietly."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

@@ -1,0 +1,32 @@
+"""The model registry: name -> constructor(num_classes, in_channels, image_size).
+
+One module per family; each registers its constructors in MODELS below. The CLI lists and
+validates names from MODELS ('cnnlab models').
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ..errors import CnnlabError
+from .seed import SeedNet, seed, seed_p1
+
+__all__ = ["MODELS", "SeedNet", "count_params", "create"]
+
+MODELS = {
+    "seed": seed,
+    "seed-p1": seed_p1,
+}
+
+
+def create(name: str, num_classes: int = 10, in_channels: int = 3, image_size=32) -> nn.Module:
+    if name not in MODELS:
+        raise CnnlabError(f"unknown model {name!r}: choose one of {', '.join(MODELS)} "
+                          f"(see 'cnnlab models')")
+    try:
+        return MODELS[name](num_classes, in_channels, image_size)
+    except ValueError as e:  # the shape arithmetic refused this input size
+        raise CnnlabError(f"model {name} cannot take {image_size}x{image_size} inputs: {e}") from None
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

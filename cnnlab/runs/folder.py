@@ -1,0 +1,85 @@
+"""A run folder on disk: its creation, its config.json, versions, and reading it back.
+
+    runs/<date-time>-<model>/
+        config.json        resolved config, data description and fingerprint, library versions
+        history.csv        epoch,iters,avg_loss,elapsed_s,val_acc
+        curves.png         validation accuracy and training loss per epoch
+        metrics.json       test_acc, val_acc, epochs, train_seconds, model, params, ...
+        checkpoint.pt      model + optimizer state and the run's description (weights_only-safe)
+        model.safetensors  the weights alone
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__, checkpoints, models
+from ..errors import CnnlabError
+from ..train import TrainConfig, resolve_precision
+
+HISTORY_FIELDS = ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc"]
+
+
+def versions() -> dict:
+    import PIL
+    import safetensors
+    return {"cnnlab": __version__, "torch": str(torch.__version__), "numpy": np.__version__,
+            "pillow": PIL.__version__, "safetensors": safetensors.__version__,
+            "python": platform.python_version()}
+
+
+def new_run_dir(out: str | None, model: str) -> Path:
+    """The run folder, created empty; an existing non-empty folder is never written into."""
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path, k = Path("runs") / f"{stamp}-{model}", 1
+        while path.exists():
+            k += 1
+            path = Path("runs") / f"{stamp}-{model}-{k}"
+    else:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise CnnlabError(f"--out {path} already exists and is not empty: choose a new folder "
+                              f"so no earlier run is overwritten")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json(path: Path, obj) -> None:
+    checkpoints.atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def describe(cfg: TrainConfig, data, d, device, model) -> dict:
+    """config.json: the resolved configuration and what the run was trained on."""
+    info = {"source": data.source, "fingerprint": data.fingerprint, "classes": data.classes,
+            "image_size": data.train_x.shape[-1], "mean": d.mean, "std": d.std,
+            "train": len(d.train_y), "val": len(d.val_y), "test": len(d.test_y)}
+    return {"config": cfg.to_dict(), "data": info, "device": str(device),
+            "precision": resolve_precision(cfg, device), "threads": torch.get_num_threads(),
+            "params": models.count_params(model),
+            "versions": versions(), "command": " ".join(sys.argv)}
+
+
+def _number(x: float) -> float | None:
+    """JSON has no NaN: an undefined value (no validation split) is written as null."""
+    return None if math.isnan(x) else x
+
+
+def read_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise CnnlabError(f"{run_dir} is not a run folder (no config.json): pass a folder made by "
+                          f"'cnnlab train'")
+    try:
+        config = json.loads(path.read_text())
+        config["data"]["classes"], config["config"]["model"]  # noqa: B018 - the keys must be there
+    except (ValueError, KeyError, TypeError) as e:
+        raise CnnlabError(f"{path} is damaged ({type(e).__name__}: {e}): the run cannot be reloaded") from None
+    return config
