@@ -18,9 +18,9 @@ import sys
 import warnings
 
 from ..errors import CnnlabError, CnnlabWarning
-from . import data, network, train
+from . import data, evaluate, network, train
 
-COMMANDS = [train, data, network]  # each module's register() adds its subcommands, in this order
+COMMANDS = [train, evaluate, data, network]  # each module's register() adds its subcommands, in this order
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,10 +1,9 @@
-"""cnnlab train and cnnlab evaluate: train a model into a run folder, test a saved run."""
+"""cnnlab train: train a model into a run folder (or continue one), then test it."""
 from __future__ import annotations
 
 import argparse
-import warnings
 
-from ..errors import CnnlabError, CnnlabWarning
+from ..errors import CnnlabError
 from .common import DATA_HELP, non_negative_int, positive_float, positive_int, say
 
 RECIPE_FLAGS = ["model", "epochs", "batch_size", "lr", "seed", "val_size", "device", "data", "max_steps",
@@ -22,15 +21,6 @@ def cmd_train(args) -> int:
         resume_train(args.resume, given, log=log)
     else:
         run_train(TrainConfig(**given, out=args.out), log=log)
-    return 0
-
-
-def cmd_evaluate(args) -> int:
-    from ..runs import evaluate_run
-    result = evaluate_run(args.run_dir, args.data, args.device)
-    if not result["same_data"]:
-        warnings.warn("this data differs from the data the run was trained on (fingerprint)", CnnlabWarning)
-    print(f"Test Accuracy: {result['acc']:.3f} %")
     return 0
 
 
@@ -66,10 +56,3 @@ def register(sub, parents) -> None:
                    "does bf16 natively (CUDA, CPUs with AMX) and fp32 elsewhere; evaluation is always "
                    "fp32 (default: auto)")
     t.set_defaults(func=cmd_train)
-
-    e = sub.add_parser("evaluate", parents=parents, help="test accuracy of a saved run",
-                       description="Reload a run's weights and print its test accuracy.")
-    e.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'cnnlab train'")
-    e.add_argument("--data", metavar="PATH", help=DATA_HELP + "; default: the run's own data")
-    e.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    e.set_defaults(func=cmd_evaluate)
