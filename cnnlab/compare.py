@@ -55,6 +55,7 @@ class Group:
     kind: str  # "run", "group" (group.json) or "folder" (subfolders that are runs)
     runs: list[Run]
     planned: int  # runs the group meant to have (group.json's seeds), not started ones included
+    declared: str = ""  # the model group.json names, shown while no run has finished
     flags: list[str] = field(default_factory=list)
 
     @property
@@ -93,7 +94,7 @@ def load_group(path) -> Group:
         group = read_group(path)
         folders = [run_dir(path, s) for s in group["seeds"]]
         runs = [load_run(f) for f in folders if (f / "config.json").is_file()]
-        g = Group(name, path, "group", runs, len(folders))
+        g = Group(name, path, "group", runs, len(folders), str(group["config"].get("model", "")))
     elif (path / "config.json").is_file():
         g = Group(name, path, "run", [load_run(path)], 1)
     else:
@@ -122,7 +123,7 @@ def group_result(g: Group) -> dict:
     done = g.finished
     accs = [float(r.metrics["test_acc"]) for r in done]
     s = stats.summarize(accs)
-    recipes = sorted({r.recipe for r in done}) or sorted({r.recipe for r in g.runs})
+    recipes = sorted({r.recipe for r in done}) or sorted({r.recipe for r in g.runs}) or [g.declared]
     prints = sorted({r.fingerprint for r in done})
     return {"name": g.name, "path": str(g.path), "kind": g.kind, "recipe": ", ".join(recipes),
             "n": s["n"], "planned": g.planned, "mean": s["mean"], "std": s["std"], "ci95": s["ci95"],
@@ -197,7 +198,7 @@ def format_table(result: dict) -> str:
     for p in result["pairs"]:
         diff = "-" if p["diff"] is None else f"{p['diff']:+.2f} points"
         ci = "" if p["ci95"] is None else f", 95 % CI [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]"
-        pv = "" if p["p_value"] is None else f", p = {p['p_value']:.3g} (Welch)"
+        pv = "" if p["p_value"] is None else f", Welch's t-test p = {p['p_value']:.3g}"
         lines.append(f"{p['b']} vs {p['a']}: {diff}{ci}{pv}: {p['verdict']}")
     small = [g["name"] for g in result["groups"] if g["n"] < stats.MIN_N]
     if small:
