@@ -187,6 +187,9 @@ def _continue(group_dir: Path, group: dict, overrides: dict, log: Callable[[str]
             raise Interrupted(f"stopped by {signal.Signals(signum).name} in run {i} of {len(seeds)} "
                               f"(seed {seed}), its checkpoint saved; resume the group with: "
                               f"cnnlab train --resume {group_dir}", signum) from None
+        except KeyboardInterrupt:  # Ctrl-C between two runs, or twice within one
+            raise Interrupted(f"stopped by SIGINT in run {i} of {len(seeds)} (seed {seed}); resume "
+                              f"the group with: cnnlab train --resume {group_dir}", signal.SIGINT) from None
         _write(group_dir, group)
         log(f"Run {i}/{len(seeds)}, seed {seed}: test accuracy {metrics['test_acc']:.3f} %, "
             f"{metrics['train_seconds']:.1f} s of training; {run}")
