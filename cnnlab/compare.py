@@ -109,9 +109,20 @@ def load_group(path) -> Group:
         g.flags.append(f"{missing} of {g.planned} runs unfinished, left out")
     if len({r.fingerprint for r in g.finished}) > 1:
         g.flags.append("mixed data (fingerprints differ)")
-    if len({r.recipe for r in g.finished}) > 1:
-        g.flags.append("mixed recipes")
+    differ = _recipe_differences(g.finished)
+    if differ:
+        g.flags.append(f"mixed recipes ({', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'})")
     return g
+
+
+# Settings that may differ between the runs of one group: where and how fast they ran.
+NOT_RECIPE = {"seed", "out", "data", "device", "strict", "eval_batch_size", "compile"}
+
+
+def _recipe_differences(runs: list[Run]) -> list[str]:
+    """The settings (other than the seed and where it ran) in which runs of one group differ."""
+    keys = sorted({k for r in runs for k in r.config["config"]} - NOT_RECIPE)
+    return [k for k in keys if len({json.dumps(r.config["config"].get(k), sort_keys=True) for r in runs}) > 1]
 
 
 def _mean(values: list) -> float | None:
@@ -147,8 +158,7 @@ def compare(groups: list[Group]) -> dict:
         if first["fingerprint"] and r["fingerprint"] and r["fingerprint"] != first["fingerprint"]:
             r["flags"].append(f"other data than {first['name']}")
     pairs = []
-    for g_a, g_b in [(groups[0], g) for g in groups[1:]]:
-        a, b = results[0], results[groups.index(g_b)]
+    for a, b in [(first, r) for r in results[1:]]:
         test = stats.welch(a["accs"], b["accs"])
         clash = _clash(a, b)
         pairs.append({"a": a["name"], "b": b["name"], "diff": test["diff"], "ci95": test["ci95"],

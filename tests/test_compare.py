@@ -190,7 +190,9 @@ def test_unfinished_runs_and_other_data_are_flagged_not_mixed(tmp_path, capsys):
     mixed = fake_group(tmp_path / "mixed", [60.0, 61.0, 62.0])
     (mixed / "seed-2" / "config.json").write_text(
         (mixed / "seed-2" / "config.json").read_text().replace("a" * 64, "c" * 64))
-    code, out, _ = run_compare(capsys, base, partly, other, mixed, "--json")
+    lr = fake_group(tmp_path / "lr", [60.0, 61.0, 62.0])
+    (lr / "seed-1" / "config.json").write_text((lr / "seed-1" / "config.json").read_text().replace('"epochs"', '"lr": 0.1, "epochs"'))
+    code, out, _ = run_compare(capsys, base, partly, other, mixed, lr, "--json")
     assert code == 0
     groups = {g["name"]: g for g in json.loads(out)["groups"]}
     pairs = {p["b"]: p for p in json.loads(out)["pairs"]}
@@ -199,6 +201,7 @@ def test_unfinished_runs_and_other_data_are_flagged_not_mixed(tmp_path, capsys):
     assert groups["other"]["flags"] == ["other data than base"]
     assert pairs["other"]["verdict"] == "not compared: other was trained on other data than base"
     assert groups["mixed"]["flags"] == ["mixed data (fingerprints differ)"] and not pairs["mixed"]["comparable"]
+    assert groups["lr"]["flags"] == ["mixed recipes (lr differs)"]
     code, out, _ = run_compare(capsys, base, partly, other, mixed)
     rows = {line.split()[0]: line for line in out.splitlines()[1:5]}
     assert rows["partly"].endswith("2 of 5 runs unfinished, left out")
