@@ -173,6 +173,8 @@ def _clash(a: dict, b: dict) -> str | None:
     for r in (a, b):
         if any(f.startswith("mixed data") for f in r["flags"]):
             return f"not compared: {r['name']} mixes runs on different data"
+        if any(f.startswith("mixed recipes") for f in r["flags"]):
+            return f"not compared: {r['name']} mixes runs of different recipes"
     if a["fingerprint"] and b["fingerprint"] and a["fingerprint"] != b["fingerprint"]:
         return f"not compared: {b['name']} was trained on other data than {a['name']}"
     return None

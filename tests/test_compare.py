@@ -202,6 +202,7 @@ def test_unfinished_runs_and_other_data_are_flagged_not_mixed(tmp_path, capsys):
     assert pairs["other"]["verdict"] == "not compared: other was trained on other data than base"
     assert groups["mixed"]["flags"] == ["mixed data (fingerprints differ)"] and not pairs["mixed"]["comparable"]
     assert groups["lr"]["flags"] == ["mixed recipes (lr differs)"]
+    assert pairs["lr"]["verdict"] == "not compared: lr mixes runs of different recipes"
     code, out, _ = run_compare(capsys, base, partly, other, mixed)
     rows = {line.split()[0]: line for line in out.splitlines()[1:5]}
     assert rows["partly"].endswith("2 of 5 runs unfinished, left out")
