@@ -328,3 +328,14 @@ def test_bad_seed_flags_are_one_line_before_any_folder(tmp_path, capsys, args, m
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "g").exists()
+
+
+def test_a_resumed_group_keeps_its_recipe_and_seeds(tmp_path, capsys):
+    group = fake_group(tmp_path / "g", [None, None])
+    for args, message in ((["--epochs", "5"], "--epochs 5 differs from the group's 20: a resumed group keeps its recipe"),
+                          (["--seeds", "0-2"], "drop --out and --seeds"),
+                          (["--seed", "3"], "--seed and --seeds name the seeds twice")):
+        assert main(["train", "--resume", str(group), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not (group / "seed-0").exists()
