@@ -113,7 +113,7 @@ def summary(results: list[dict]) -> dict:
         s = summarize(accs)
     except CnnlabError:  # scipy is not installed: the interval is left to 'cnnlab compare'
         s = summarize(accs, with_ci=False)
-    times = [r["train_seconds"] for r in results if r["status"] == "finished"]
+    times = [r["train_seconds"] for r in results if r.get("train_seconds") is not None]
     return {"finished": len(accs), "planned": len(results), "test_acc": s,
             "train_seconds_mean": sum(times) / len(times) if times else None}
 
