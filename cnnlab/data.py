@@ -23,10 +23,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from . import cifar, imagefolder
+from . import cifar, imagefolder, sourcekey
 from .errors import CnnlabError, CnnlabWarning
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: keyed by content (sourcekey.py)
 SHARED_COPY = Path("../shared/datasets/cifar10-jpeg")
 
 
@@ -101,21 +101,15 @@ def resolve(path: Path | str | None = None, download: bool = True,
     return Source("archive", cifar.download(candidates[0], spec))
 
 
-def source_fingerprint(src: Source, size: int) -> str:
-    """Cheap key for the cache: every file's relative path, size and modification time."""
-    h = hashlib.sha256(f"cnnlab-cache-{CACHE_FORMAT}|{src.kind}|{size}".encode())
-    root = str(src.path)
-    if src.path.is_file():
-        st = os.stat(root)
-        h.update(f"{src.path.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
-        rel = os.path.relpath(folder, root)
-        for name in sorted(names):
-            st = os.stat(os.path.join(folder, name))
-            h.update(f"{rel}/{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+def source_fingerprint(src: Source, size: int, spec: cifar.CifarSpec = cifar.OFFICIAL) -> str:
+    """The cache key: a hash of the content (and, for a folder, the labels) decoding would read.
+
+    See sourcekey.py: content hashes are kept in an index in the cache folder, so an unchanged
+    source costs one stat per file.
+    """
+    checks = json.dumps([spec.archive_md5, sorted(spec.checked.items())])
+    extra = f"cnnlab-cache-{CACHE_FORMAT}|{size}|{checks if src.kind != 'folder' else ''}"
+    return sourcekey.source_key(src.kind, src.path, cache_dir(), extra, tuple(sorted(spec.checked)))
 
 
 def content_fingerprint(tensors: dict[str, torch.Tensor], classes: list[str]) -> str:
@@ -148,7 +142,7 @@ def load(path=None, size: int = 32, strict: bool = False, download: bool = True,
          spec: cifar.CifarSpec = cifar.OFFICIAL) -> ImageData:
     """Every image of the dataset as uint8 tensors, from the cache when the source is unchanged."""
     src = resolve(path, download, spec)
-    key = source_fingerprint(src, size)
+    key = source_fingerprint(src, size, spec)
     cache = cache_dir() / f"{key[:32]}.safetensors"
     cached = _read_cache(cache)
     if cached is None:
@@ -185,7 +179,9 @@ def _read_cache(path: Path):
     try:
         with safe_open(path, "pt") as f:
             meta = json.loads(f.metadata()["cnnlab"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            # Copied out of the file's memory map: what was checked is what is used, even if
+            # the file is rewritten in place (or truncated: a SIGBUS) while the run holds it.
+            tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
         if content_fingerprint(tensors, meta["classes"]) != meta["fingerprint"]:
             raise ValueError("content does not match its fingerprint")
         return tensors, meta
