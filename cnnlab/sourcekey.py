@@ -26,6 +26,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from stat import S_ISLNK, S_ISREG
 
 INDEX_FORMAT = 1
 RACY_NS = 2_000_000_000  # timestamps may be this coarse (FAT: 2 s); younger files are rehashed
@@ -40,97 +41,99 @@ def hash_file(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _visible(folder: str) -> list[os.DirEntry]:
-    with os.scandir(folder) as it:
-        return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-
-
-def _folder_listing(root: Path) -> tuple[list[str], list[tuple[str, str | None]]]:
-    """(lines naming the layout, [(line prefix, real path to hash or None)]) of an image folder.
-
-    Lists what imagefolder.scan reads, the same way (visible entries, links followed); a layout
-    scan refuses still gets a key: decoding it then raises scan's error, so it is never cached.
-    """
-    real_root = os.path.realpath(root)
-    layout, files = [], []
-    classes = None
-    for split in SPLITS:
-        split_dir = os.path.join(root, split)
-        names = [e.name for e in _visible(split_dir) if e.is_dir()] if os.path.isdir(split_dir) else []
-        classes = names if classes is None else classes
-        layout.append(f"{split}:{json.dumps(names)}")
-        for name in names:
-            label = classes.index(name) if name in classes else -1
-            real_dir = os.path.realpath(os.path.join(split_dir, name))
-            layout.append(f"{split}/{name}|{label}|{os.path.relpath(real_dir, real_root)}")
-            for e in _visible(real_dir):
-                if not e.is_file():
-                    continue
-                prefix = f"{split}/{name}/{e.name}"
-                real = os.path.realpath(e.path) if e.is_symlink() else os.path.join(real_dir, e.name)
-                if real != real_root and not real.startswith(real_root + os.sep):
-                    files.append((f"{prefix}|outside:{real}", None))  # never read: scan skips it
-                else:
-                    files.append((f"{prefix}|{os.path.relpath(real, real_root)}", real))
-    return layout, files
+def _visible(folder: str) -> list[str]:
+    """Sorted names of the entries scan sees (hidden ones are ignored); none if no folder."""
+    try:
+        return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+    except OSError:
+        return []
 
 
 class Index:
-    """Content hashes by (real path, device, inode, size, mtime_ns, ctime_ns), kept on disk."""
+    """Content hashes by (real path, device, inode, size, mtime_ns, ctime_ns), kept on disk.
+
+    add() lists a file with its stat; key() returns the source's key. When every stat is as
+    the last time (a hash of them all is kept beside the index) the last key is reused, and
+    the index itself is not even read; else the index supplies the hashes it has for
+    unchanged stats and the rest are hashed (threads overlap the reads).
+    On disk, <name>.json: {"format", "dirs": {real folder: {name: "dev:ino:size:mtime:ctime hash"}}}
+    and <name>.last: "<hash of all stats> <key>".
+    """
 
     def __init__(self, path: Path):
-        self.path, self.changed = path, False
+        self.path = path
+        self.lines = []  # the key's lines; a file's line gets "|<hash>" in key()
+        self.files = []  # (line number, real folder, name, ident)
+        self.young = False  # a file changed too recently to trust its stat next time
+        self.recent = time.time_ns() - RACY_NS
+
+    def add(self, line: str, folder: str, name: str, st=None) -> None:
+        """List the file folder/name (a real path) under line; st is its stat when known."""
         try:
-            stored = json.loads(path.read_text())
-            self.dirs = stored["dirs"] if stored.get("format") == INDEX_FORMAT else {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            self.dirs = {}  # absent or damaged: every file is hashed again
-
-    def hashes(self, reals: list[str]) -> list[str]:
-        """The content hash of each file (or a note that it could not be read), in order."""
-        now = time.time_ns()
-        out, todo = [None] * len(reals), []
-        for i, real in enumerate(reals):
-            folder, name = os.path.split(real)
-            try:
-                st = os.stat(real)
-            except OSError as e:
-                out[i] = f"unreadable:{e.errno}"
-                continue
-            stat = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-            known = self.dirs.get(folder, {}).get(name)
-            if known is not None and known[:5] == stat:
-                out[i] = known[5]
-            else:
-                todo.append((i, real, folder, name, stat))
-        if not todo:
-            return out
-        with ThreadPoolExecutor(min(8, 1 + len(todo) // 256)) as pool:  # file reads overlap
-            results = pool.map(lambda job: _try_hash(job[1]), todo)
-            for (i, real, folder, name, stat), digest in zip(todo, results):
-                out[i] = digest
-                fresh = now - max(stat[3], stat[4]) < RACY_NS
-                if not digest.startswith("unreadable:") and not fresh:
-                    self.dirs.setdefault(folder, {})[name] = [*stat, digest]
-                    self.changed = True
-        return out
-
-    def save(self) -> None:
-        """Write the index if it changed; a cache folder that cannot be written only costs time."""
-        if not self.changed:
+            st = st or os.stat(folder + os.sep + name)
+        except OSError as e:
+            self.lines.append(f"{line}|unreadable:{e.errno}")
             return
+        mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
+        if ctime > self.recent or mtime > self.recent:
+            self.young = True
+        self.files.append((len(self.lines), folder, name, f"{st.st_dev}:{st.st_ino}:{st.st_size}:{mtime}:{ctime} "))
+        self.lines.append(line)
+
+    def key(self) -> str:
+        stats = hashlib.sha256("\n".join(self.lines).encode())
+        stats.update("\n".join(ident for *_, ident in self.files).encode())
+        stats = stats.hexdigest()
+        last = self.path.with_suffix(".last")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump({"format": INDEX_FORMAT, "dirs": self.dirs}, f, separators=(",", ":"))
-                os.replace(tmp, self.path)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-        except OSError:
+            known, key = last.read_text().split()
+            if known == stats and not self.young:
+                return key
+        except (OSError, ValueError):
             pass
+        dirs = self._load()
+        todo = []
+        for i, folder, name, ident in self.files:
+            entry = dirs.get(folder, {}).get(name, "")
+            if entry.startswith(ident):
+                self.lines[i] += f"|{entry[len(ident):]}"
+            else:
+                todo.append((i, folder, name, ident))
+        with ThreadPoolExecutor(min(8, 1 + len(todo) // 256)) as pool:
+            digests = pool.map(lambda job: _try_hash(job[1] + os.sep + job[2]), todo)
+            for (i, folder, name, ident), digest in zip(todo, digests):
+                self.lines[i] += f"|{digest}"
+                mtime, ctime = map(int, ident.split(":")[3:5])
+                if not digest.startswith("unreadable:") and max(mtime, ctime) <= self.recent:
+                    dirs.setdefault(folder, {})[name] = ident + digest  # young files: hashed again
+        key = hashlib.sha256("\n".join(self.lines).encode()).hexdigest()
+        if todo:
+            _write(self.path, json.dumps({"format": INDEX_FORMAT, "dirs": dirs}, separators=(",", ":")))
+        _write(last, "" if self.young else f"{stats} {key}")
+        return key
+
+    def _load(self) -> dict:
+        try:
+            stored = json.loads(self.path.read_text())
+            return stored["dirs"] if stored.get("format") == INDEX_FORMAT else {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}  # absent or damaged: every file is hashed again
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace path's content atomically; a cache folder that cannot be written only costs time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except OSError:
+        pass
 
 
 def _try_hash(real: str) -> str:
@@ -140,23 +143,52 @@ def _try_hash(real: str) -> str:
         return f"unreadable:{e.errno}"
 
 
+def _add_folder(root: Path, index: Index) -> None:
+    """The key lines of an image folder: what imagefolder.scan reads, listed the same way.
+
+    Visible entries, links followed. A layout that scan refuses still gets a key: decoding
+    then raises scan's error, so it is never cached. A file whose link leads outside the
+    dataset is named but not read (scan skips it). One lstat per plain file: this loop is
+    what a cached run pays.
+    """
+    real_root = os.path.realpath(root)
+    classes = None
+    for split in SPLITS:
+        split_dir = os.path.join(root, split)
+        names = [n for n in _visible(split_dir) if os.path.isdir(os.path.join(split_dir, n))]
+        classes = names if classes is None else classes
+        index.lines.append(f"{split}:{json.dumps(names)}")
+        for name in names:
+            label = classes.index(name) if name in classes else -1
+            real_dir = os.path.realpath(os.path.join(split_dir, name))
+            index.lines.append(f"{split}/{name}|{label}|{os.path.relpath(real_dir, real_root)}")
+            for file in _visible(real_dir):
+                line, path = f"{split}/{name}/{file}", real_dir + os.sep + file
+                try:
+                    st = os.lstat(path)
+                except OSError as e:
+                    index.lines.append(f"{line}|unreadable:{e.errno}")
+                    continue
+                if S_ISREG(st.st_mode):
+                    index.add(line, real_dir, file, st)
+                elif S_ISLNK(st.st_mode) and os.path.isfile(path):
+                    real = os.path.realpath(path)
+                    if real.startswith(real_root + os.sep):
+                        index.add(f"{line}->{os.path.relpath(real, real_root)}", *os.path.split(real))
+                    else:
+                        index.lines.append(f"{line}->{real}|not read")
+
+
 def source_key(kind: str, path: Path, cache: Path, extra: str = "", files: tuple[str, ...] = ()) -> str:
     """sha256 key of a source: kind 'folder', 'batches' (reads the named files) or 'archive'."""
-    path = Path(path)
     real_root = os.path.realpath(path)
     index = Index(cache / f"index-{hashlib.sha256(real_root.encode()).hexdigest()[:24]}.json")
+    index.lines.append(f"{kind}|{extra}")
     if kind == "folder":
-        layout, listed = _folder_listing(path)
+        _add_folder(path, index)
     elif kind == "batches":
-        layout, listed = [], [(name, os.path.join(real_root, name)) for name in files]
+        for name in files:
+            index.add(name, real_root, name)
     else:
-        layout, listed = [], [("archive", real_root)]
-    reals = [real for _, real in listed if real is not None]
-    digests = iter(index.hashes(reals))
-    index.save()
-    h = hashlib.sha256(f"{kind}|{extra}\n".encode())
-    for line in layout:
-        h.update(line.encode() + b"\n")
-    for prefix, real in listed:
-        h.update(f"{prefix}|{next(digests) if real is not None else '-'}\n".encode())
-    return h.hexdigest()
+        index.add("archive", *os.path.split(real_root))
+    return index.key()
