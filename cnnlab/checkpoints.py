@@ -135,21 +135,36 @@ def remove_partial_writes(folder: Path) -> int:
     return len(leftovers)
 
 
-def rng_state() -> dict:
-    """Every random generator's state, as tensors and plain values (weights_only-safe)."""
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def rng_state(device: torch.device | None = None) -> dict:
+    """The random generators' states, as tensors and plain values (weights_only-safe).
+
+    The CPU's always; a GPU's only when device is one: a CPU run never touches the GPUs.
+    """
     key, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": {"key": key, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                        "has_gauss": int(has_gauss), "cached": float(cached)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        index = _cuda_index(device)
+        state["cuda"] = {"index": index, "state": torch.cuda.get_rng_state(index)}
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore what rng_state saved; a GPU's state goes to the GPU in use now, if any."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     n = state["numpy"]
     np.random.set_state((n["key"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda")
+    if device is None or device.type != "cuda" or not saved:
+        return
+    index = _cuda_index(device)
+    if isinstance(saved, dict):
+        torch.cuda.set_rng_state(saved["state"], index)
+    else:  # older checkpoints kept every GPU's state: take the one of the same number, or the first
+        torch.cuda.set_rng_state(saved[index] if index < len(saved) else saved[0], index)

@@ -42,7 +42,8 @@ def register(sub, parents) -> None:
     t.add_argument("--out", metavar="DIR", help="run folder, must be new or empty (default: runs/<date-time>-<model>)")
     t.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint, exactly as if it had "
-                   "not stopped; --device and --data may be given, other settings must match the run's")
+                   "not stopped; --device and --data may be given, --precision switches the run's arithmetic "
+                   "(recorded), other settings must match the run's")
     t.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps (quick checks)")
     t.add_argument("--eval-batch-size", type=positive_int,
                    help="images per batch when evaluating (default: 1000)")

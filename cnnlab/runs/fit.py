@@ -14,11 +14,12 @@ from typing import Callable
 
 import torch
 
-from .. import checkpoints, data as data_mod, models
+from .. import arithmetic, checkpoints, data as data_mod, models
 from ..errors import CnnlabError
 from ..evaluate import evaluate
 from ..train import NonFiniteLoss, TrainConfig, TrainState, pick_device, prepare, train, uses_channels_last
 from .folder import HISTORY_FIELDS, _number, describe, new_run_dir, read_config, versions, write_json
+from .lock import hold
 
 class Interrupted(CnnlabError):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint; exit 128 + the signal."""
@@ -72,16 +73,18 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     data = data_mod.load(cfg.data, strict=cfg.strict)
     out = new_run_dir(cfg.out, cfg.model)
     cfg = replace(cfg, out=str(out))
-    model, d = _model_and_data(cfg, data, device)
-    config = describe(cfg, data, d, device, model)
-    write_json(out / "config.json", config)
-    log(f"Training {cfg.model} ({config['params']:,} parameters) on {len(d.train_y)} images from "
-        f"{data.source} ({len(d.val_y)} to validate, {len(d.test_y)} to test), {device}, "
-        f"{config['precision']}; run folder {out}")
-    return _fit(out, cfg, config, model, d, TrainState(), None, log)
+    with hold(out):
+        model, d = _model_and_data(cfg, data, device)
+        config = describe(cfg, data, d, device, model)
+        write_json(out / "config.json", config)
+        log(f"Training {cfg.model} ({config['params']:,} parameters) on {len(d.train_y)} images from "
+            f"{data.source} ({len(d.val_y)} to validate, {len(d.test_y)} to test), {device}, "
+            f"{config['precision']}; run folder {out}")
+        return _fit(out, cfg, config, model, d, TrainState(), None, log)
 
 
 # Flags that a resumed run may change: where it runs and where its (identical) data lives.
+# --precision may be given too: it switches the run's arithmetic, and config.json records it.
 RESUME_MAY_CHANGE = {"device", "data", "out", "strict"}
 
 
@@ -89,18 +92,33 @@ def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], No
     """Continue an interrupted run from its last checkpoint, exactly where it stood.
 
     overrides are settings given again on the command line: device and data may differ;
-    any other that differs from the run's own is refused, since the run would no longer
-    be the one it started as.
+    --precision switches the run's arithmetic (recorded); any other that differs from the
+    run's own is refused, since the run would no longer be the one it started as. The run
+    folder is locked meanwhile: a second process resuming it is refused.
     """
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    read_config(run_dir)  # a run folder, before a lock file is put in it
+    with hold(run_dir):
+        return _resume(run_dir, read_config(run_dir), dict(overrides or {}), log)
+
+
+def saved_arithmetic(config: dict) -> dict:
+    """The run's arithmetic from config.json (runs from before it was saved: rebuilt)."""
+    if "arithmetic" in config:
+        return config["arithmetic"]
+    channels_last = uses_channels_last(TrainConfig.from_dict(config["config"]))
+    return {"precision": config["precision"], "memory_format": "channels_last" if channels_last else "contiguous"}
+
+
+def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], None]) -> dict:
+    precision = overrides.pop("precision", None)
     saved = TrainConfig.from_dict(config["config"])
-    for key, value in (overrides or {}).items():
+    for key, value in overrides.items():
         if key not in RESUME_MAY_CHANGE and getattr(saved, key) != value:
             raise CnnlabError(f"--{key.replace('_', '-')} {value} differs from the run's "
                               f"{getattr(saved, key)}: a resumed run keeps its recipe; start a new "
                               f"run with --out to train with other settings")
-    cfg = replace(saved, **{k: v for k, v in (overrides or {}).items() if k in RESUME_MAY_CHANGE and v is not None},
+    cfg = replace(saved, **{k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE and v is not None},
                   out=str(run_dir))
     cfg.validate()
     checkpoints.remove_partial_writes(run_dir)
@@ -115,6 +133,8 @@ def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], No
             raise CnnlabError(f"{run_dir} has finished all {cfg.epochs} epochs: nothing to resume; "
                               f"see its metrics.json or run 'cnnlab evaluate {run_dir}'")
     device = pick_device(cfg.device)
+    arith, change = arithmetic.for_resume(saved_arithmetic(config), device, precision)
+    cfg = replace(cfg, channels_last=arith["memory_format"] == "channels_last")
     data = data_mod.load(cfg.data, strict=cfg.strict)
     if data.fingerprint != config["data"]["fingerprint"]:
         raise CnnlabError(f"the data at {data.source} differ from the data {run_dir} was trained on "
@@ -126,8 +146,14 @@ def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], No
         model.load_state_dict(ckpt["model_state"])
         state = TrainState(**ckpt["state"])
         opt_state = ckpt["optimizer_state"]
-        checkpoints.set_rng_state(ckpt["rng"])
-    log(f"Resuming {run_dir} at epoch {state.epoch}, step {state.step}")
+        checkpoints.set_rng_state(ckpt["rng"], device)
+    if change is not None or arith != config.get("arithmetic"):
+        changes = config.get("arithmetic_changes", [])
+        if change is not None:
+            changes = [*changes, {"epoch": state.epoch, "step": state.step, **change}]
+        config = {**config, "arithmetic": arith, "precision": arith["precision"], "arithmetic_changes": changes}
+        write_json(run_dir / "config.json", config)
+    log(f"Resuming {run_dir} at epoch {state.epoch}, step {state.step}, {device}, {arith['precision']}")
     return _fit(run_dir, cfg, config, model, d, state, opt_state, log)
 
 
@@ -154,7 +180,8 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
             # The learning rate is constant; the batch order is a pure function of (seed, epoch).
             "schedule": {"kind": "constant", "lr": cfg.lr, "epochs": cfg.epochs},
             "permutation": {"seed": cfg.seed, "epoch": state.epoch},
-            "data": config["data"], "versions": versions(), "rng": checkpoints.rng_state()})
+            "data": config["data"], "arithmetic": config["arithmetic"], "versions": versions(),
+            "rng": checkpoints.rng_state(device)})
 
     def on_epoch_end(state: TrainState, opt) -> None:
         write_history(state.history)
@@ -163,7 +190,8 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     write_history(state.history)
     with StopSignals() as stop:
         try:
-            state, opt = train(cfg, model, d, log, on_epoch_end, state, opt_state, stop.requested)
+            state, opt = train(cfg, model, d, log, on_epoch_end, state, opt_state, stop.requested,
+                               config["arithmetic"])
         except NonFiniteLoss as e:
             kept = (f"the last good checkpoint (epoch {state.epoch - 1}) is kept in {out}/checkpoint.pt"
                     if (out / "checkpoint.pt").exists() else "no checkpoint was written")

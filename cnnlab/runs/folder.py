@@ -22,7 +22,8 @@ import torch
 
 from .. import __version__, checkpoints, models
 from ..errors import CnnlabError
-from ..train import TrainConfig, resolve_precision
+from .. import arithmetic
+from ..train import TrainConfig, uses_channels_last
 
 HISTORY_FIELDS = ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc"]
 
@@ -61,8 +62,9 @@ def describe(cfg: TrainConfig, data, d, device, model) -> dict:
     info = {"source": data.source, "fingerprint": data.fingerprint, "classes": data.classes,
             "image_size": data.train_x.shape[-1], "mean": d.mean, "std": d.std,
             "train": len(d.train_y), "val": len(d.val_y), "test": len(d.test_y)}
+    arith = arithmetic.resolve(cfg.precision, uses_channels_last(cfg), device)
     return {"config": cfg.to_dict(), "data": info, "device": str(device),
-            "precision": resolve_precision(cfg, device), "threads": torch.get_num_threads(),
+            "precision": arith["precision"], "arithmetic": arith, "threads": torch.get_num_threads(),
             "params": models.count_params(model),
             "versions": versions(), "command": " ".join(sys.argv)}
 
