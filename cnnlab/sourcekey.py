@@ -94,8 +94,8 @@ class Index:
         dirs = self._load()
         todo = []
         for i, folder, name, ident in self.files:
-            entry = dirs.get(folder, {}).get(name, "")
-            if entry.startswith(ident):
+            entry = dirs.get(folder, {}).get(name)
+            if isinstance(entry, str) and entry.startswith(ident):
                 self.lines[i] += f"|{entry[len(ident):]}"
             else:
                 todo.append((i, folder, name, ident))
@@ -115,9 +115,11 @@ class Index:
     def _load(self) -> dict:
         try:
             stored = json.loads(self.path.read_text())
-            return stored["dirs"] if stored.get("format") == INDEX_FORMAT else {}
+            if stored.get("format") == INDEX_FORMAT:
+                return {k: v for k, v in stored["dirs"].items() if isinstance(v, dict)}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return {}  # absent or damaged: every file is hashed again
+            pass
+        return {}  # absent, of another format or damaged: every file is hashed again
 
 
 def _write(path: Path, text: str) -> None:

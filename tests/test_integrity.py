@@ -88,15 +88,22 @@ def test_unchanged_files_are_not_hashed_again(tmp_path, monkeypatch):
     real_hash = sourcekey.hash_file
     monkeypatch.setattr(sourcekey, "hash_file", lambda p: hashed.append(p) or real_hash(p))
     root = bmp_folder(tmp_path / "d", seed=2)
-    data.load(root)
+    first = data.load(root)
     assert len(hashed) == 16
     hashed.clear()
     data.load(root)
     assert hashed == []  # served by the index: one stat per file
     time.sleep(0.05)
     rewrite_keeping_size_and_mtime(root / "test" / "b" / "0001.bmp", np.zeros((32, 32, 3), np.uint8))
-    data.load(root)
+    changed = data.load(root)
     assert hashed == [str(root.resolve() / "test" / "b" / "0001.bmp")]
+    hashed.clear()
+    for index in data.cache_dir().glob("index-*.json"):  # a damaged index costs hashing, no more
+        index.write_text('{"format": 1, "dirs": {"x": 5, "%s": {"0000.bmp": 7}}}' % (root.resolve() / "train" / "a"))
+    for last in data.cache_dir().glob("index-*.last"):
+        last.write_text("garbage")
+    assert data.load(root).fingerprint == changed.fingerprint != first.fingerprint
+    assert len(hashed) == 16
 
 
 def test_moved_copy_keeps_its_key(tmp_path):
