@@ -331,9 +331,9 @@ def test_second_resume_of_a_live_run_is_refused_and_the_first_finishes_as_if_alo
         time.sleep(0.01)
     second = start("train", "--resume", run)
     _, err = second.communicate(timeout=120)
-    assert live.poll() is None, "the first run ended before the second tried: the test proves nothing"
-    assert second.returncode == 2
+    assert second.returncode == 2, err
     assert f"{run} is in use by another cnnlab process (PID {live.pid})" in err
+    assert live.poll() is None, "the first run ended before the second tried: the test proves nothing"
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert live.wait(timeout=300) == 0, live.stderr.read()
     assert alone.wait(timeout=300) == 0, alone.stderr.read()
