@@ -79,6 +79,8 @@ def download(dest_dir: Path, spec: CifarSpec = OFFICIAL) -> Path:
         files.chmod_like_new(tmp)
         os.replace(tmp, target)
     except (urllib.error.URLError, OSError) as e:
+        if getattr(e, "errno", None) in files.USER_FIXABLE:  # full or read-only disk, not the network
+            raise CnnlabError(f"could not download CIFAR-10: {files.describe_write_error(e, target)}") from None
         raise CnnlabError(f"could not download CIFAR-10 from {spec.url} ({e}): put {ARCHIVE} "
                           f"or an image folder in {dest_dir}, or pass --data PATH") from None
     finally:
@@ -118,6 +120,8 @@ def extract(archive: Path, dest_dir: Path, spec: CifarSpec = OFFICIAL) -> Path:
             shutil.rmtree(target)
         os.replace(tmp / FOLDER, target)
     except (tarfile.TarError, EOFError, OSError) as e:
+        if getattr(e, "errno", None) in files.USER_FIXABLE:  # full or read-only disk, not the archive
+            raise CnnlabError(f"could not extract {archive}: {files.describe_write_error(e, target)}") from None
         raise CnnlabError(f"could not extract {archive} ({e}): delete it and download it again") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

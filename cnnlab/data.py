@@ -185,7 +185,7 @@ def _write_cache(path: Path, tensors, meta) -> bool:
         checkpoints.atomic_write_bytes(path, blob)
         return True
     except (OSError, files.WriteError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        reason = os.strerror(e.errno) if e.errno else str(e)
         warnings.warn(f"the data cache {path.parent} is unusable ({reason}): the images were decoded "
                       f"in memory and will be decoded again next time; set CNNLAB_CACHE to a writable "
                       f"folder to load them fast", CnnlabWarning)

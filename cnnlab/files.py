@@ -115,6 +115,7 @@ def check_writable_folder(folder, what: str) -> None:
         raise CnnlabError(f"cannot create {what} {folder}: {existing} is a file, not a folder; "
                           f"choose another place")
     if not os.access(existing, os.W_OK | os.X_OK):
+        existing = Path(os.path.abspath(existing))  # '.' says little in a message
         code = errno.EROFS if _read_only(existing) else errno.EACCES
         reason = ("is on a read-only file system (mounted at " + str(mount_point(existing)) + ")"
                   if code == errno.EROFS else "is not writable for you")

@@ -84,7 +84,7 @@ def curves_figure(rows: list[dict], title: str = "", test_acc: float | None = No
         if has_val:
             ax_acc.plot(epochs, val, marker="o", color="tab:blue", label="validation", clip_on=False)
         else:
-            ax_acc.text(0.5, 0.55, "no validation split (--val-size 0):\nno accuracy per epoch",
+            ax_acc.text(0.5, 0.85, "no validation split (--val-size 0):\nno accuracy per epoch",
                         transform=ax_acc.transAxes, ha="center", va="center", color="0.35",
                         parse_math=False)
         if test_acc is not None and not math.isnan(test_acc):

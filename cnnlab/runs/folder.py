@@ -87,7 +87,7 @@ def read_config(run_dir: Path) -> dict:
     path = Path(run_dir) / "config.json"
     if not Path(run_dir).exists():
         raise CnnlabError(f"{run_dir} does not exist: pass a run folder made by 'cnnlab train' "
-                          f"(they are under runs/ unless --out named another place)")
+                          f"(by default under runs/)")
     if not path.is_file():
         raise CnnlabError(f"{run_dir} is not a run folder (no config.json): pass a folder made by "
                           f"'cnnlab train'")
