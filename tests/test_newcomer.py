@@ -146,6 +146,15 @@ def test_full_disk_is_one_line_keeps_the_last_checkpoint_and_resumes_exactly(tin
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_extracting_onto_a_full_disk_names_the_disk(fake_archive, tmp_path):
+    from cnnlab import cifar
+    archive, spec, _ = fake_archive
+    with tmpfs(tmp_path / "small", size="64k") as small:
+        with pytest.raises(CnnlabError, match=f"could not extract .*: the disk mounted at {small} is full"):
+            cifar.extract(archive, small, spec)
+        assert list(small.iterdir()) == []
+
+
 @pytest.mark.parametrize("args", [
     ["shape", "1,3,32,32", "conv(8,k=3)", "relu", "maxpool(2)"],
     ["summary", "--json"],
