@@ -8,6 +8,7 @@ so a crash at any moment leaves the previous file intact.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import random
@@ -19,15 +20,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from . import files
 from .errors import CnnlabError
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync it, then rename it over path (and fsync the folder)."""
+    """Call write(tmp_path), fsync it, then rename it over path (and fsync the folder).
+
+    The file gets the mode the user's umask gives new files. A write that fails (full or
+    read-only disk) leaves the previous file as it was and raises files.WriteError.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise files.write_error(e, path) from None
     os.close(fd)
     try:
         write(tmp)
@@ -35,15 +44,24 @@ def atomic_write(path: Path, write) -> None:
             time.sleep(float(os.environ["CNNLAB_TEST_SLOW_WRITES"]))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        files.chmod_like_new(tmp)
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    except OSError as e:
+        raise files.write_error(e, path) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_bytes(path: Path, blob: bytes) -> None:
+    """atomic_write of bytes made in memory: a full disk then fails as an OSError we can explain
+    (torch.save and safetensors writing to a file fail with their own opaque errors)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(blob))
 
 
 def digest(obj, h=None) -> str:
@@ -76,7 +94,9 @@ def digest(obj, h=None) -> str:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     state = {**state, "digest": digest(state)}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -107,7 +127,7 @@ def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str] | 
     """The weights alone, as safetensors, with a sha256 of them in the metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {**(metadata or {}), "sha256": digest(tensors)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import files
 from .errors import CnnlabError
 
 FOLDER = "cifar-10-batches-py"
@@ -60,11 +61,13 @@ def md5_file(path: Path, chunk: int = 1 << 20) -> str:
 def download(dest_dir: Path, spec: CifarSpec = OFFICIAL) -> Path:
     """Fetch the archive into dest_dir, verifying its md5; only a verified file gets its name."""
     dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    created = [p for p in [dest_dir, *dest_dir.parents] if not p.exists()]  # removed again on failure
     target = dest_dir / ARCHIVE
-    fd, tmp = tempfile.mkstemp(prefix=ARCHIVE + ".", suffix=".part", dir=dest_dir)
     h = hashlib.md5()
+    tmp = None
     try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=ARCHIVE + ".", suffix=".part", dir=dest_dir)
         # urlopen verifies TLS certificates with the system's default context; never disabled.
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as resp:
             while block := resp.read(1 << 20):
@@ -75,13 +78,19 @@ def download(dest_dir: Path, spec: CifarSpec = OFFICIAL) -> Path:
         if h.hexdigest() != spec.archive_md5:
             raise CnnlabError(f"downloaded {spec.url} has md5 {h.hexdigest()}, expected "
                               f"{spec.archive_md5}: the download is corrupt, try again")
+        files.chmod_like_new(tmp)
         os.replace(tmp, target)
     except (urllib.error.URLError, OSError) as e:
+        if getattr(e, "errno", None) in files.USER_FIXABLE:  # full or read-only disk, not the network
+            raise CnnlabError(f"could not download CIFAR-10: {files.describe_write_error(e, target)}") from None
         raise CnnlabError(f"could not download CIFAR-10 from {spec.url} ({e}): put {ARCHIVE} "
                           f"or an image folder in {dest_dir}, or pass --data PATH") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        if not target.exists():
+            for folder in created:  # innermost first; only folders this call made, if still empty
+                files.remove_if_empty(folder)
     return target
 
 
@@ -130,6 +139,8 @@ def extract(archive: Path, dest_dir: Path, spec: CifarSpec = OFFICIAL) -> Path:
     except (tarfile.TarError, EOFError) as e:
         raise CnnlabError(f"could not extract {archive} ({e}): delete it and download it again") from None
     except OSError as e:
+        if e.errno in files.USER_FIXABLE:  # full or read-only disk, not the archive
+            raise CnnlabError(f"could not extract {archive}: {files.describe_write_error(e, target)}") from None
         raise CnnlabError(f"could not extract {archive} into {dest_dir} ({e}): check that the folder "
                           f"is writable and the disk has room, then try again") from None
     finally:

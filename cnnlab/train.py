@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import arithmetic
-from .data import ImageData, channel_stats, normalize, split_indices
+from .data import ImageData, channel_stats, normalize, parse_val_size, split_indices
 from .errors import CnnlabError
 from .evaluate import evaluate
 
@@ -34,7 +34,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3  # Adam
     seed: int = 0  # model init, train/validation split and batch order
-    val_size: int = 5000  # held out of the 50k training images
+    val_size: int | str = "10%"  # held out for validation: a count, or a percentage of the training split
     device: str = "auto"  # auto | cpu | cuda
     data: str | None = None  # dataset path; None searches the defaults (cnnlab.data.resolve)
     out: str | None = None  # run folder; None -> runs/<date-time>-<model>
@@ -54,6 +54,7 @@ class TrainConfig:
             raise CnnlabError(f"--lr must be a positive number, got {self.lr}")
         if self.max_steps is not None and self.max_steps < 1:
             raise CnnlabError(f"--max-steps must be a positive integer, got {self.max_steps}")
+        parse_val_size(self.val_size)
         if self.precision not in ("auto", "fp32", "bf16"):
             raise CnnlabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
         return self
