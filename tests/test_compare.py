@@ -294,6 +294,9 @@ def test_group_stopped_twice_then_resumed_equals_an_uninterrupted_group(real_sub
     assert (group / "seed-1" / "metrics.json").exists() and not (group / "seed-2" / "metrics.json").exists()
     assert not (group / "seed-3").exists()
     finished_first = (group / "seed-0" / "metrics.json").stat().st_mtime_ns
+    (group / "seed-3").mkdir()  # as if killed between making seed-3/ and writing its config.json
+    (group / "seed-3" / ".lock").write_text("12345\n")
+    (group / "seed-3" / ".config.json.1.tmp").write_text("{")
 
     proc = start("train", "--resume", group)
     out, err = proc.communicate()

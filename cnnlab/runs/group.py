@@ -27,7 +27,8 @@ from .. import checkpoints, data as data_mod, models
 from ..errors import CnnlabError
 from ..train import TrainConfig, pick_device
 from .fit import RESUME_MAY_CHANGE, Interrupted, resume_train, run_train
-from .folder import new_run_dir, write_json
+from .folder import make_run_dir, plan_run_dir, write_json
+from .lock import LOCK_NAME, hold
 
 GROUP_FILE = "group.json"
 FORMAT = 1
@@ -130,30 +131,40 @@ def run_group(cfg: TrainConfig, seeds: list[int], log: Callable[[str], None] = p
     if not seeds:
         raise CnnlabError("--seeds names no seed: give a range like 0-4 or a list like 0,3,7")
     cfg.validate()
-    models.create(cfg.model)  # an unknown name, device or dataset fails before any folder is made
+    models.create(cfg.model)  # an unknown name, device, folder or dataset fails before any folder is made
     pick_device(cfg.device)
+    planned = plan_run_dir(cfg.out, f"{cfg.model}-seeds")
     data = data_mod.load(cfg.data, strict=cfg.strict)
-    group_dir = new_run_dir(cfg.out, f"{cfg.model}-seeds")
+    data_mod.val_count(cfg.val_size, len(data.train_y))  # a --val-size too large for the data
+    # The absolute path, so that the group resumes from any folder (as run_train does for a run).
+    where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
+    group_dir = make_run_dir(planned)
     group = {"format": FORMAT, "kind": "cnnlab group", "seeds": seeds,
-             "config": {**replace(cfg, out=str(group_dir)).to_dict(), "seed": None},
+             "config": {**replace(cfg, out=str(group_dir), data=where).to_dict(), "seed": None},
              "data": {"source": data.source, "fingerprint": data.fingerprint}}
-    _write(group_dir, group)
-    log(f"Training {cfg.model} with seeds {seeds_text(seeds)}, one run after another; "
-        f"group folder {group_dir}")
-    return _continue(group_dir, group, {}, log)
+    with hold(group_dir):
+        _write(group_dir, group)
+        log(f"Training {cfg.model} with seeds {seeds_text(seeds)}, one run after another; "
+            f"group folder {group_dir}")
+        return _continue(group_dir, group, {}, log)
 
 
 def resume_group(group_dir, overrides: dict | None = None, log: Callable[[str], None] = print) -> dict:
     """Continue an interrupted group: finished runs stay, the interrupted one resumes exactly."""
     group_dir = Path(group_dir)
-    group = read_group(group_dir)
+    read_group(group_dir)  # a group folder, before a lock file is put in it
+    with hold(group_dir):  # one process per group: a second resume is refused
+        return _resume(group_dir, read_group(group_dir), overrides or {}, log)
+
+
+def _resume(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], None]) -> dict:
     saved = TrainConfig.from_dict(group["config"])
-    for key, value in (overrides or {}).items():
+    for key, value in overrides.items():
         if key not in RESUME_MAY_CHANGE and getattr(saved, key) != value:
             raise CnnlabError(f"--{key.replace('_', '-')} {value} differs from the group's "
                               f"{getattr(saved, key)}: a resumed group keeps its recipe; start a new "
                               f"group with --out to train with other settings")
-    if overrides and overrides.get("data") is not None:
+    if overrides.get("data") is not None:
         data = data_mod.load(overrides["data"], strict=saved.strict)
         if data.fingerprint != group.get("data", {}).get("fingerprint"):
             raise CnnlabError(f"the data at {data.source} differ from the data {group_dir} was "
@@ -163,7 +174,7 @@ def resume_group(group_dir, overrides: dict | None = None, log: Callable[[str], 
         raise CnnlabError(f"{group_dir} has finished all {done} runs: nothing to resume; "
                           f"compare it with 'cnnlab compare {group_dir} OTHER'")
     log(f"Resuming group {group_dir}: {done} of {len(group['seeds'])} runs finished")
-    return _continue(group_dir, group, overrides or {}, log)
+    return _continue(group_dir, group, overrides, log)
 
 
 def _continue(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], None]) -> dict:
@@ -181,6 +192,8 @@ def _continue(group_dir: Path, group: dict, overrides: dict, log: Callable[[str]
             else:
                 if run.is_dir():  # killed before its config.json was complete: start it again
                     checkpoints.remove_partial_writes(run)
+                    if [p.name for p in run.iterdir()] == [LOCK_NAME]:  # not held: the group's lock is ours
+                        (run / LOCK_NAME).unlink()
                 metrics = run_train(replace(base, seed=seed, out=str(run)), log=quiet)
         except Interrupted as e:
             signum = e.exit_code - 128
