@@ -247,7 +247,7 @@ RECIPE = ["--epochs", "3", "--batch-size", "64", "--val-size", "100"]
 
 
 def start(*args, slow=False):
-    env = {**os.environ, **({"CNNLAB_TEST_SLOW_WRITES": "0.2"} if slow else {})}
+    env = {**os.environ, **({"CNNLAB_TEST_SLOW_WRITES": "0.1"} if slow else {})}
     return subprocess.Popen([sys.executable, "-m", "cnnlab", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
