@@ -18,6 +18,7 @@ fp32 eval) is what guards the file, whichever exporter writes it.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -69,10 +70,11 @@ def to_onnx(model: torch.nn.Module, path: Path, mean, std, image_size: int | tup
     model = model.to("cpu", torch.float32, memory_format=torch.contiguous_format).eval()
     wrapped = Normalized(model, mean, std).eval()
     example = torch.zeros(2, in_channels, h, w, dtype=torch.uint8)  # batch 2: not specialized to 1
+    buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)  # the classic exporter's notice
-            torch.onnx.export(wrapped, (example,), str(path), input_names=["images"],
+            torch.onnx.export(wrapped, (example,), buffer, input_names=["images"],
                               output_names=["logits"], opset_version=OPSET, dynamo=False,
                               dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
                               do_constant_folding=True)
@@ -80,7 +82,7 @@ def to_onnx(model: torch.nn.Module, path: Path, mean, std, image_size: int | tup
         first = (str(e).strip().splitlines() or [""])[0]
         raise _failure(f"torch.onnx.export could not export {type(model).__name__} "
                        f"({type(e).__name__}: {first}); rerun with --debug for the traceback") from e
-    proto = onnx.load(str(path))
+    proto = onnx.load_from_string(buffer.getvalue())
     proto.producer_name, proto.producer_version = PRODUCER, _version()
     proto.doc_string = ("input 'images': uint8 (batch, 3, H, W) RGB pixels 0..255, normalized "
                         "inside; output 'logits': float32 (batch, classes), no softmax")
