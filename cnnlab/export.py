@@ -107,8 +107,9 @@ def check_onnx(path: Path, model: torch.nn.Module, images: torch.Tensor, mean, s
                batch_size: int = 1000) -> dict:
     """onnxruntime against PyTorch (fp32, eval) on uint8 images: max abs difference, top-1 agreement.
 
-    'ok' needs the difference within TOLERANCE and the same top-1 class for every image except
-    exact near-ties (PyTorch's two classes within 2 x TOLERANCE), which are counted in 'ties'.
+    'ok' needs the difference within TOLERANCE and the same top-1 class for every image but
+    near-ties: a top-1 that differs while PyTorch's two logits are within 2 x TOLERANCE (the
+    only way it can differ when the logits agree) is counted in 'ties'.
     """
     from .evaluate import predict_logits
     images = images.cpu().contiguous()
@@ -190,6 +191,8 @@ def _check_images(config: dict, data_path, check_all: bool):
             data = data_mod.load(path, size=info["image_size"], download=False)
         if data.classes != info["classes"]:
             raise CnnlabError(f"its classes {data.classes} differ from the run's")
+        if len(data.test_y) == 0:
+            raise CnnlabError("it has no test images")
     except CnnlabError as e:
         size = info["image_size"]
         h, w = (size, size) if isinstance(size, int) else size
