@@ -13,7 +13,7 @@ def cmd_export(args) -> int:
     if r["check_on"] == "random":
         warnings.warn(f"{r['note']}: checking on {r['images']} random images instead", CnnlabWarning)
     ties = f" ({r['ties']} near-ties)" if r["ties"] else ""
-    acc = f"; ONNX test accuracy {r['onnx_acc']:.3f} %" if "onnx_acc" in r else ""
+    acc = f"; onnxruntime's accuracy on them {r['onnx_acc']:.3f} %" if "onnx_acc" in r else ""
     print(f"Check: onnxruntime vs PyTorch on {r['images']} {r['check_on']} images: max abs diff "
           f"{r['max_abs_diff']:.1e} (limit {r['tolerance']:g}), same top-1 {r['agree']}/{r['images']}{ties}{acc}")
     again = " (replaced the earlier export)" if r["replaced"] else ""
