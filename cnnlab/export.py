@@ -1,8 +1,8 @@
 """Export a trained run for deployment: an ONNX file that onnxruntime runs, checked on export.
 
     result = export_run("runs/20260101-120000-seed")     # writes runs/.../model.onnx, checks it
-    to_onnx(model, "model.onnx", mean, std, image_size, metadata)   # any model, no run folder
-    check_onnx("model.onnx", model, images, mean, std)              # onnxruntime vs PyTorch
+    blob = onnx_bytes(model, mean, std, image_size, metadata)   # any model, no run folder
+    check_onnx(blob, model, images, mean, std)                  # onnxruntime vs PyTorch
 
 The ONNX model has one input, "images": uint8 pixels (batch, 3, H, W), RGB, 0..255, at the
 run's image size, with the run's normalization (x/255 - mean)/std inside the graph, computed
@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from . import checkpoints, files
 from .errors import CnnlabError
 
 FORMATS = ("onnx",)
@@ -62,9 +61,9 @@ def require_extra():
     return onnx, onnxruntime
 
 
-def to_onnx(model: torch.nn.Module, path: Path, mean, std, image_size: int | tuple[int, int],
-            metadata: dict[str, str], in_channels: int = 3) -> None:
-    """Write model (in eval mode, on the CPU, fp32) with normalization inside to an ONNX file."""
+def onnx_bytes(model: torch.nn.Module, mean, std, image_size: int | tuple[int, int],
+               metadata: dict[str, str], in_channels: int = 3) -> bytes:
+    """The ONNX file of model (in eval mode, on the CPU, fp32) with normalization inside."""
     onnx, _ = require_extra()
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     model = model.to("cpu", torch.float32, memory_format=torch.contiguous_format).eval()
@@ -91,19 +90,20 @@ def to_onnx(model: torch.nn.Module, path: Path, mean, std, image_size: int | tup
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    return proto.SerializeToString()
 
 
-def onnx_logits(path: Path, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """float32 logits of uint8 images (N, C, H, W) from onnxruntime on the CPU."""
+def onnx_logits(model_file: Path | bytes, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """float32 logits of uint8 images (N, C, H, W) from onnxruntime on the CPU (a path or the bytes)."""
     _, ort = require_extra()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    source = model_file if isinstance(model_file, bytes) else str(model_file)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     out = [torch.from_numpy(session.run(["logits"], {"images": images[i:i + batch_size].numpy()})[0])
            for i in range(0, len(images), batch_size)]
     return torch.cat(out)
 
 
-def check_onnx(path: Path, model: torch.nn.Module, images: torch.Tensor, mean, std,
+def check_onnx(model_file: Path | bytes, model: torch.nn.Module, images: torch.Tensor, mean, std,
                batch_size: int = 1000) -> dict:
     """onnxruntime against PyTorch (fp32, eval) on uint8 images: max abs difference, top-1 agreement.
 
@@ -113,7 +113,7 @@ def check_onnx(path: Path, model: torch.nn.Module, images: torch.Tensor, mean, s
     """
     from .evaluate import predict_logits
     images = images.cpu().contiguous()
-    ours = onnx_logits(path, images, batch_size)
+    ours = onnx_logits(model_file, images, batch_size)
     model = model.to("cpu", torch.float32, memory_format=torch.contiguous_format)
     ref = predict_logits(model, images, mean, std, batch_size)
     diff = float((ours - ref).abs().max()) if len(images) else 0.0
@@ -145,20 +145,14 @@ def export_run(run_dir: Path, out: Path | None = None, fmt: str = "onnx", data_p
     replaced = _may_write(out, onnx)
     info, cfg = config["data"], config["config"]
     images, labels, check_on, note = _check_images(config, data_path, check_all)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        to_onnx(model, Path(tmp), info["mean"], info["std"], info["image_size"], metadata(config, run_dir))
-        check = check_onnx(Path(tmp), model, images, info["mean"], info["std"], cfg.get("eval_batch_size", 1000))
-        if not check["ok"]:
-            raise _failure(f"the ONNX model disagrees with PyTorch on {check['images']} {check_on} images "
-                           f"(max abs diff {check['max_abs_diff']:.2e}, limit {TOLERANCE:g}; same top-1 "
-                           f"{check['agree']}/{check['images']}): nothing was written; please report it")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    blob = onnx_bytes(model, info["mean"], info["std"], info["image_size"], metadata(config, run_dir))
+    check = check_onnx(blob, model, images, info["mean"], info["std"], cfg.get("eval_batch_size", 1000))
+    if not check["ok"]:
+        raise _failure(f"the ONNX model disagrees with PyTorch on {check['images']} {check_on} images "
+                       f"(max abs diff {check['max_abs_diff']:.2e}, limit {TOLERANCE:g}; same top-1 "
+                       f"{check['agree']}/{check['images']}): nothing was written; please report it")
+    files.make_folder(out.parent)
+    checkpoints.atomic_write_bytes(out, blob)  # the umask's mode; a full disk in one line
     logits = check.pop("onnx_logits")
     if labels is not None:
         check["onnx_acc"] = 100.0 * float((logits.argmax(1) == labels).double().mean()) if len(labels) else float("nan")
