@@ -2,6 +2,7 @@
 
     cnnlab train [--data PATH] [--model seed] [--epochs 20] ...   train and test, write a run folder
     cnnlab evaluate RUN_DIR                                        test accuracy of a saved run
+    cnnlab export RUN_DIR [--out FILE]                             ONNX file for onnxruntime, checked
     cnnlab data info | data show                                   what the dataset holds, a sample grid
     cnnlab models                                                  registered models
     cnnlab shape 1,1,32,32 "conv(1,k=7,p=same)"                    conv/pool output-size arithmetic
@@ -21,9 +22,9 @@ import warnings
 
 from .. import __version__, files
 from ..errors import CnnlabError, CnnlabWarning
-from . import data, evaluate, network, train
+from . import data, evaluate, export, network, train
 
-COMMANDS = [train, evaluate, data, network]  # each module's register() adds its subcommands, in this order
+COMMANDS = [train, evaluate, export, data, network]  # each module's register() adds its subcommands, in this order
 
 
 class Parser(argparse.ArgumentParser):
