@@ -111,8 +111,8 @@ def verdict(name_a: str, name_b: str, test: dict, unit: str = "points") -> str:
         return (f"nothing can be concluded at {_n_text(n_a, n_b)}: run at least {MIN_N} seeds per "
                 f"group (5 is better)")
     if test["p_value"] is None:
-        return (f"nothing can be concluded: every run within each group scored the same, "
-                f"so there is no spread to test against")
+        return ("nothing can be concluded: every run within each group scored the same, "
+                "so there is no spread to test against")
     if test["p_value"] >= ALPHA:
         return f"no evidence of a difference at {_n_text(n_a, n_b)}"
     low, high = test["ci95"]

@@ -3,6 +3,7 @@
     cnnlab train [--data PATH] [--model seed] [--epochs 20] ...   train and test, write a run folder
     cnnlab train --seeds 0-4                                       the same, once per seed, into a group folder
     cnnlab evaluate RUN_DIR                                        test accuracy of a saved run
+    cnnlab export RUN_DIR [--out FILE]                             ONNX file for onnxruntime, checked
     cnnlab compare GROUP_A GROUP_B                                 mean, 95 % CI, Welch's t-test per group
     cnnlab data info | data show                                   what the dataset holds, a sample grid
     cnnlab models                                                  registered models
@@ -23,9 +24,9 @@ import warnings
 
 from .. import __version__, files
 from ..errors import CnnlabError, CnnlabWarning
-from . import compare, data, evaluate, network, train
+from . import compare, data, evaluate, export, network, train
 
-COMMANDS = [train, evaluate, compare, data, network]  # each module's register() adds its subcommands, in this order
+COMMANDS = [train, evaluate, compare, export, data, network]  # each module's register() adds its subcommands, in this order
 
 
 class Parser(argparse.ArgumentParser):
