@@ -1,6 +1,7 @@
 """The cnnlab command line: parses flags, builds configs, calls library functions, prints.
 
-    cnnlab train [--data PATH] [--model seed] [--epochs 20] ...   train and test, write a run folder
+    cnnlab train [--recipe NAME] [--data PATH] [--epochs 20] ...  train and test, write a run folder
+    cnnlab recipes [--json]                                        the shipped training recipes
     cnnlab evaluate RUN_DIR                                        test accuracy of a saved run
     cnnlab data info | data show                                   what the dataset holds, a sample grid
     cnnlab models                                                  registered models
@@ -18,9 +19,9 @@ import sys
 import warnings
 
 from ..errors import CnnlabError, CnnlabWarning
-from . import data, evaluate, network, train
+from . import data, evaluate, network, recipes, train
 
-COMMANDS = [train, evaluate, data, network]  # each module's register() adds its subcommands, in this order
+COMMANDS = [train, recipes, evaluate, data, network]  # each module's register() adds its subcommands, in this order
 
 
 class Parser(argparse.ArgumentParser):
