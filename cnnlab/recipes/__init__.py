@@ -95,7 +95,7 @@ def read_recipe(name_or_path: str, _seen: tuple = ()) -> tuple[Recipe, Measured 
     allowed = [f.name for f in dataclasses.fields(Recipe) if f.name != "recipe"] + sorted(FILE_ONLY)
     for key in table:
         if key not in allowed:
-            raise unknown_key(key, allowed, shown)
+            raise unknown_key(key, [k for k in keys(Recipe) if k != "recipe"] + sorted(FILE_ONLY), shown)
     base = {}
     if "base" in table:
         if not isinstance(table["base"], str):
