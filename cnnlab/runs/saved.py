@@ -41,5 +41,5 @@ def evaluate_run(run_dir: Path, data_path=None, device: str = "auto") -> dict:
     channels_last = uses_channels_last(cfg)
     model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     result = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), info["mean"], info["std"],
-                      cfg.eval_batch_size, channels_last)
+                      cfg.eval_batch_size, channels_last, cfg.tta)  # the recipe's test-time augmentation
     return {**result, "same_data": data.fingerprint == info["fingerprint"], "model": cfg.model}
