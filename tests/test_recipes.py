@@ -205,3 +205,29 @@ def test_sigkill_then_resume_is_bitwise_exact_with_every_piece_turned_on(real_su
     last = torch.load(run / "checkpoint.pt", weights_only=True)
     assert not torch.equal(last["model_state"]["conv1.weight"], wb["conv1.weight"])
     assert torch.equal(last["averaging_state"]["weights"]["conv1.weight"], wb["conv1.weight"])
+
+
+class DataInitNet(torch.nn.Module):
+    """A model that initializes itself from training images, as the fast family's whitening conv does."""
+    seen = []
+
+    def __init__(self, num_classes=10, in_channels=3, image_size=32):
+        super().__init__()
+        self.fc = torch.nn.Linear(in_channels * image_size * image_size, num_classes)
+
+    def data_init(self, images):
+        DataInitNet.seen.append((tuple(images.shape), images.dtype, float(images.mean())))
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_data_init_sees_normalized_training_images_once_on_a_fresh_run(tiny_folder, tmp_path, monkeypatch, capsys):
+    from cnnlab import models
+    monkeypatch.setitem(models.MODELS, "data-init", DataInitNet)
+    DataInitNet.seen.clear()
+    assert main(["train", "--data", str(tiny_folder), "--model", "data-init", "--val-size", "6", "--epochs", "1",
+                 "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    [(shape, dtype, mean)] = DataInitNet.seen
+    assert shape == (30, 3, 32, 32) and dtype == torch.float32 and abs(mean) < 0.1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -188,6 +189,8 @@ def convert(value, hint, limits, where: str, key: str, lenient: bool = False):
             raise CnnlabError(f"{where}: {key} must be {_describe(hint)}, got {value!r}")
         return tuple(convert(v, a, limits, where, f"{key}[{i}]") for i, (v, a) in
                      enumerate(zip(value, typing.get_args(hint))))
+    if hint is str and isinstance(value, os.PathLike):  # a path given in code, not in a file
+        value = os.fspath(value)
     ok = {bool: isinstance(value, bool),
           int: isinstance(value, int) and not isinstance(value, bool),
           float: isinstance(value, (int, float)) and not isinstance(value, bool),
