@@ -7,7 +7,7 @@
                      convs lose their bias, which BN's own shift replaces).
     seed-bn-dropout  seed-bn with dropout before the classifier.
     seed-avgpool     seed with 2x2 average (mean) pooling instead of max pooling.
-    seed-wide        seed-bn with 4x the channels (64, 128).
+    seed-wide        seed-bn with twice the channels (32, 64).
 
 Flatten sizes come from cnnlab.shapes, so every model works at any input size its layers allow.
 """
@@ -99,5 +99,5 @@ def seed_avgpool(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
 
 
 def seed_wide(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
-    """seed-bn with 4x the channels: convs of 64 and 128."""
-    return SeedNet(num_classes, in_channels, image_size, widths=(64, 128), bn=True)
+    """seed-bn with twice the channels: convs of 32 and 64."""
+    return SeedNet(num_classes, in_channels, image_size, widths=(32, 64), bn=True)
