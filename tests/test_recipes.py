@@ -30,7 +30,7 @@ def test_the_seed_recipe_is_the_default_config_the_reports_recipe():
     seed = TrainConfig.from_dict(to_dict(load_recipe("seed")))
     assert TRAINING(to_dict(seed)) == TRAINING(to_dict(TrainConfig()))
     assert (seed.model, seed.epochs, seed.batch_size, seed.val_size, seed.optimizer.name, seed.lr) == \
-        ("seed", 20, 128, 5000, "adam", 1e-3)
+        ("seed", 20, 128, "10%", "adam", 1e-3)
 
 
 def test_base_recipes_chain_one_change_at_a_time():

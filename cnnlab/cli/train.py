@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import CnnlabError
-from .common import DATA_HELP, non_negative_int, positive_float, positive_int, say
+from .common import DATA_HELP, positive_float, positive_int, say, val_size
 
 # Flags that set one recipe field (dotted key) and flags of the run itself.
 RECIPE_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "optimizer.lr",
@@ -27,11 +27,11 @@ def overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from ..recipes import apply_overrides, load_recipe, to_dict
     from ..runs import resume_train, run_train
-    from ..train import TrainConfig
     given = overrides(args)
     log = say
+    if args.seeds is not None or (args.resume and _is_group(args.resume)):
+        return _train_group(args, given, log)
     if args.resume:
         if args.out is not None:
             raise CnnlabError("--resume continues a run in its own folder: drop --out")
@@ -39,9 +39,35 @@ def cmd_train(args) -> int:
             raise CnnlabError("--resume continues a run with the recipe in its config.json: drop --recipe")
         resume_train(args.resume, given, log=log)
     else:
-        recipe = load_recipe(args.recipe or "seed")
-        base = TrainConfig.from_dict({**to_dict(recipe), "out": args.out})
-        run_train(apply_overrides(base, given, "the command line"), log=log)
+        run_train(new_config(args, given), log=log)
+    return 0
+
+
+def new_config(args, given: dict):
+    """The recipe (--recipe, default seed) with the command line's settings over it."""
+    from ..recipes import apply_overrides, load_recipe, to_dict
+    from ..train import TrainConfig
+    base = TrainConfig.from_dict({**to_dict(load_recipe(args.recipe or "seed")), "out": args.out})
+    return apply_overrides(base, given, "the command line")
+
+
+def _is_group(path) -> bool:
+    from ..runs.group import is_group
+    return is_group(path)
+
+
+def _train_group(args, given: dict, log) -> int:
+    """--seeds: one run per seed in a group folder; --resume GROUP continues one."""
+    from ..runs.group import parse_seeds, resume_group, run_group
+    if "seed" in given:
+        raise CnnlabError("--seed and --seeds name the seeds twice: a group takes its seeds from --seeds")
+    if args.resume:
+        if args.out is not None or args.seeds is not None or args.recipe is not None:
+            raise CnnlabError("--resume continues a group with its own folder, seeds and recipe: drop --out, "
+                              "--seeds and --recipe")
+        resume_group(args.resume, given, log=log)
+    else:
+        run_group(new_config(args, given), parse_seeds(args.seeds), log=log)
     return 0
 
 
@@ -59,19 +85,28 @@ def register(sub, parents) -> None:
                    help="override any recipe setting by its dotted key, e.g. --set optimizer.momentum=0.8 "
                    "--set augment.flip=random (repeatable; keys as in the recipe files)")
     t.add_argument("--data", metavar="PATH", help=DATA_HELP)
-    t.add_argument("--model", help="model name, see 'cnnlab models' (default: the recipe's)")
+    t.add_argument("--model", help="model name, see 'cnnlab models' (default: the recipe's; seed: seed)")
     t.add_argument("--epochs", type=positive_int, help="passes over the training split (default: the recipe's; seed: 20)")
     t.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: the recipe's; seed: 128)")
     t.add_argument("--lr", type=positive_float, help="peak learning rate (default: the recipe's; seed: Adam 1e-3)")
     t.add_argument("--seed", type=int, help="seed for initialization, split, batch order and augmentation (default: 0)")
-    t.add_argument("--val-size", type=non_negative_int,
-                   help="training images held out for validation (default: the recipe's; seed: 5000)")
+    t.add_argument("--val-size", type=val_size, metavar="N|P%",
+                   help="training images held out for validation: a count (5000) or a percentage of the "
+                   "training split (10%%); 0 validates nothing (default: the recipe's; seed: 10%%, which is "
+                   "5000 on CIFAR-10)")
     t.add_argument("--device", help="auto (CUDA when present), cpu or cuda (default: auto)")
-    t.add_argument("--out", metavar="DIR", help="run folder, must be new or empty (default: runs/<date-time>-<model>)")
+    t.add_argument("--out", metavar="DIR", help="run folder, must be new or empty (default: runs/<date-time>-<model>, "
+                   "with --seeds runs/<date-time>-<model>-seeds)")
     t.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue an interrupted run from its last checkpoint, exactly as if it had "
-                   "not stopped; --device and --data may be given, other settings must match the run's")
-    t.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps (quick checks)")
+                   help="continue an interrupted run (or group of runs, see --seeds) from its last checkpoint, "
+                   "exactly as if it had not stopped; --device and --data may be given, --precision switches the "
+                   "run's arithmetic (recorded), other settings must match the run's")
+    t.add_argument("--seeds", metavar="SEEDS",
+                   help="train once per seed, one after another, into a group folder with one run folder "
+                   "per seed and group.json: a range 0-4, a list 0,3,7, or both; see 'cnnlab compare'")
+    t.add_argument("--max-steps", type=positive_int,
+                   help="end the run after this many optimizer steps in all, then test and save as usual: "
+                   "a quick check that a setup works end to end (default: no limit)")
     t.add_argument("--eval-batch-size", type=positive_int,
                    help="images per batch when evaluating (default: 1000)")
     t.add_argument("--strict", action="store_true", default=None,

@@ -5,7 +5,7 @@
 
 A recipe is every setting that defines training: model, epochs, batch size, optimizer,
 schedule, augmentation, weight averaging, test-time augmentation. The defaults are the course
-report's recipe (Adam 1e-3, batch 128, 20 epochs, 5,000 images held out, model seed).
+report's recipe (Adam 1e-3, batch 128, 20 epochs, 10 % held out: 45k/5k on CIFAR-10, model seed).
 build() checks each key and value against the field's type (Literal choices, ranges in the
 field's metadata) and raises a CnnlabError that names the place and the dotted key, with a
 "did you mean" for a misspelt key.
@@ -88,7 +88,8 @@ class Recipe:
     model: str = _f("seed", "model name (cnnlab models)")
     epochs: int = _f(20, "passes over the training split", min=1)
     batch_size: int = _f(128, "images per optimizer step", min=1)
-    val_size: int = _f(5000, "training images held out for validation", min=0)
+    val_size: int | str = _f("10%", "held out for validation: a count, or a percentage of the training split",
+                             min=0)
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing", min=0, lt=1)
     tta: Literal["none", "flip", "flip-shift"] = _f("none", "test-time augmentation of the final test")
     optimizer: Optimizer = _f(Optimizer)
