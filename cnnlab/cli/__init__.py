@@ -1,7 +1,9 @@
 """The cnnlab command line: parses flags, builds configs, calls library functions, prints.
 
     cnnlab train [--data PATH] [--model seed] [--epochs 20] ...   train and test, write a run folder
-    cnnlab evaluate RUN_DIR                                        test accuracy of a saved run
+    cnnlab evaluate RUN_DIR                                        test accuracy, per class, confusion, calibration
+    cnnlab predict RUN_DIR IMAGE_OR_FOLDER...                      top classes of your own images
+    cnnlab report RUN_DIR [RUN_DIR...]                             one self-contained HTML page
     cnnlab data info | data show                                   what the dataset holds, a sample grid
     cnnlab models                                                  registered models
     cnnlab shape 1,1,32,32 "conv(1,k=7,p=same)"                    conv/pool output-size arithmetic
@@ -18,9 +20,9 @@ import sys
 import warnings
 
 from ..errors import CnnlabError, CnnlabWarning
-from . import data, evaluate, network, train
+from . import data, evaluate, network, predict, report, train
 
-COMMANDS = [train, evaluate, data, network]  # each module's register() adds its subcommands, in this order
+COMMANDS = [train, evaluate, predict, report, data, network]  # each module's register() adds its subcommands, in this order
 
 
 class Parser(argparse.ArgumentParser):
