@@ -66,7 +66,7 @@ def test_a_folder_of_mixed_files_gives_five_predictions_and_two_warnings(tiny_ru
 
 
 def test_json_lists_each_readable_image_with_its_top_classes(tiny_run, mixed_folder, capsys):
-    assert main(["predict", str(tiny_run), str(mixed_folder), "--json", "--top-k", "2", "--tta"]) == 0
+    assert main(["predict", str(tiny_run), str(mixed_folder), "--tta", "--json", "--top-k", "2"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out) == 5
     for item in out:
@@ -109,14 +109,13 @@ def test_weights_come_from_safetensors_without_unpickling(tiny_run, mixed_folder
     assert main(["predict", str(tiny_run), str(mixed_folder / "a-wide.png")]) == 0
 
 
-def test_no_readable_image_is_an_error(tiny_run, tmp_path):
+def test_no_readable_image_is_an_error(tiny_run, tmp_path, capsys):
     (tmp_path / "x.txt").write_text("hello")
-    proc = cnnlab("predict", tiny_run, tmp_path)
-    assert proc.returncode == 2
-    assert "skipped" in proc.stderr and "cnnlab: error: no image could be read" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    missing = cnnlab("predict", tiny_run, tmp_path / "nowhere.png")
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert main(["predict", str(tiny_run), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "skipped" in err and "cnnlab: error: no image could be read" in err
+    assert main(["predict", str(tiny_run), str(tmp_path / "nowhere.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_truncated_files_and_bombs_are_skipped_by_name(tiny_run, tmp_path, monkeypatch, capsys):
@@ -162,3 +161,49 @@ def test_folders_are_walked_recursively_in_sorted_order_without_hidden_files(tmp
         (tmp_path / rel).write_bytes(b"")
     assert [p.relative_to(tmp_path).as_posix() for p in walk([tmp_path])] == \
         ["a.png", "b/1.png", "b/2.png", "b/z/0.png"]
+
+
+def hand_made_run(root, model_name, data_dir):
+    """A run folder written by hand for any registered model: config.json and its weights."""
+    from cnnlab import checkpoints, data as data_mod, models
+    from cnnlab.train import TrainConfig
+    d = data_mod.load(data_dir)
+    torch.manual_seed(0)
+    model = models.create(model_name, len(d.classes), 3, 32)
+    root.mkdir(parents=True)
+    config = {"config": TrainConfig(model=model_name, data=str(data_dir)).to_dict(),
+              "data": {"source": d.source, "fingerprint": d.fingerprint, "classes": d.classes,
+                       "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}}
+    (root / "config.json").write_text(json.dumps(config))
+    checkpoints.save_weights(root / "model.safetensors", model)
+    return root
+
+
+def every_model():
+    from cnnlab.models import MODELS
+    return list(MODELS)
+
+
+@pytest.mark.parametrize("name", every_model())
+def test_every_registered_model_predicts_and_evaluates(name, tmp_path, capsys):
+    from cnnlab.runs import evaluate_run
+    data = make_image_folder(tmp_path / "data", classes=("a", "b"), n_train=2, n_test=3)
+    run = hand_made_run(tmp_path / "run", name, data)
+    out = evaluate_run(run, device="cpu")
+    assert out["total"] == 6 and out["logits"].shape == (6, 2)
+    assert main(["predict", str(run), str(data / "test"), "--json", "--device", "cpu"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_gives_the_cpus_predictions(tiny_run, tmp_path, capsys):
+    from cnnlab.runs import evaluate_run
+    cpu, cuda = evaluate_run(tiny_run, device="cpu"), evaluate_run(tiny_run, device="cuda")
+    assert np.allclose(cpu["logits"], cuda["logits"], atol=1e-3) and cpu["acc"] == cuda["acc"]
+    Image.fromarray(class_image(2, np.random.default_rng(1))).save(tmp_path / "x.png")
+    tops = []
+    for device in ("cpu", "cuda"):
+        assert main(["predict", str(tiny_run), str(tmp_path), "--json", "--device", device]) == 0
+        tops.append(json.loads(capsys.readouterr().out)[0]["top"])
+    assert [t["class"] for t in tops[0]] == [t["class"] for t in tops[1]]
+    assert all(abs(x["prob"] - y["prob"]) < 1e-3 for x, y in zip(*tops))

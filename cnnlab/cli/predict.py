@@ -6,7 +6,6 @@ import warnings
 
 from ..errors import CnnlabError, CnnlabWarning
 from .common import positive_int
-from .evaluate import add_tta
 
 
 def cmd_predict(args) -> int:
@@ -43,7 +42,9 @@ def register(sub, parents) -> None:
     p.add_argument("--top-k", type=positive_int, default=3, help="how many classes to show per image (default: 3)")
     p.add_argument("--json", action="store_true",
                    help='print a JSON list of {"path", "top": [{"class", "prob"}, ...]} (best first)')
-    add_tta(p)
+    # A plain flag: an optional value would swallow the image path that follows it.
+    p.add_argument("--tta", action="store_const", const="flip", default="none",
+                   help="test-time augmentation: average each image's prediction with its mirror image's")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images decoded and predicted at once (default: 256)")
     p.set_defaults(func=cmd_predict)

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -32,7 +33,12 @@ def build_report(run_dirs, out, data_path=None, device: str = "auto") -> Path:
     if len(runs) > 1 and any(r["history"] for r in runs):
         curves = figures.curves([(r["name"], r["history"]) for r in runs if r["history"]])
     page = render(runs, curves)
-    checkpoints.atomic_write(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    def write(tmp):
+        Path(tmp).write_text(page, encoding="utf-8")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # a page to share: the usual permissions, not the temp file's 0600
+    checkpoints.atomic_write(out, write)
     return out
 
 

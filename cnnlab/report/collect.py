@@ -102,10 +102,14 @@ def collect(run_dir, data_path=None, device: str = "auto") -> dict:
         notes.append(f"The run's data could not be loaded ({why}): no sample images"
                      + ("" if pngs else " and no evaluation") + ".")
     elif not pngs:
-        out = evaluate_run(run_dir, data.source if data_path is None else data_path, device)
-        ev = summarize(out)
-        pngs = draw(out, ev)
-        notes.append("No eval.json in the run folder: the evaluation was computed for this report.")
+        try:
+            out = evaluate_run(run_dir, data.source if data_path is None else data_path, device)
+        except CnnlabError as e:  # e.g. a run stopped before it saved any weights
+            notes.append(f"No evaluation: {e}")
+        else:
+            ev = summarize(out)
+            pngs = draw(out, ev)
+            notes.append("No eval.json in the run folder: the evaluation was computed for this report.")
     table = ""
     try:
         table = model_table(config)

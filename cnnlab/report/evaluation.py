@@ -125,7 +125,7 @@ def write_eval(run_dir, summary: dict, pngs: dict[str, bytes]) -> list[Path]:
     for name in targets:
         if not _owned(run_dir / name):
             raise CnnlabError(f"{run_dir / name} exists and was not written by cnnlab: nothing was "
-                              f"written; move that file away to save the evaluation there")
+                              f"written; move that file away, or pass --no-save")
     written = []
     try:
         for name, blob in targets.items():
@@ -133,5 +133,5 @@ def write_eval(run_dir, summary: dict, pngs: dict[str, bytes]) -> list[Path]:
             written.append(run_dir / name)
     except OSError as e:
         raise CnnlabError(f"cannot write the evaluation into {run_dir} ({e.strerror or e}): "
-                          f"make the run folder writable") from None
+                          f"make the run folder writable, or pass --no-save") from None
     return written

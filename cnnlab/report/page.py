@@ -168,7 +168,7 @@ def comparison(runs: list[dict], curves_png: bytes) -> str:
                 for i, c in enumerate(classes)]
         out += ["<h3>Accuracy per class</h3>", table(["class", *names], rows, set(range(1, len(head))))]
     cfgs = [r["config"]["config"] for r in runs]
-    differ = sorted(k for k in set().union(*cfgs) if len({repr(c.get(k)) for c in cfgs}) > 1)
+    differ = sorted(k for k in set().union(*cfgs) if k != "out" and len({repr(c.get(k)) for c in cfgs}) > 1)
     if differ:
         out += ["<h3>Settings that differ</h3>",
                 table(["setting", *names], [[k, *[repr(c.get(k)) for c in cfgs]] for k in differ])]
