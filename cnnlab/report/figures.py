@@ -90,7 +90,7 @@ def mistakes(images, true_names: list[str], pred_names: list[str], probs: list[f
     cols = max(1, min(cols, k))
     rows = max(1, -(-k // cols))
     with _rc():
-        fig, axes = plt.subplots(rows, cols, figsize=(1.55 * cols, 1.95 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.05 * rows), squeeze=False)
         for i, ax in enumerate(axes.flat):
             ax.axis("off")
             if i >= k:
@@ -98,7 +98,7 @@ def mistakes(images, true_names: list[str], pred_names: list[str], probs: list[f
             img = np.asarray(images[i]).transpose(1, 2, 0)
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", interpolation="nearest")
             caption = f"true: {_short(true_names[i])}\npred: {_short(pred_names[i])}\n{100 * probs[i]:.1f} %"
-            ax.set_title(plain(caption), fontsize=7, color="#b00020", pad=2)
+            ax.set_title(plain(caption), fontsize=8, color="#b00020", pad=2)
         if k == 0:
             axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
         fig.tight_layout(pad=0.4)

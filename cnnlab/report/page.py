@@ -28,8 +28,13 @@ def img(png: bytes, alt: str, cls: str = "") -> str:
     return f'<img src="{uri}" alt="{esc(alt)}"' + (f' class="{esc(cls)}"' if cls else "") + ">"
 
 
-def figure(png: bytes, alt: str, caption: str) -> str:
-    return f"<figure>{img(png, alt)}<figcaption>{esc(caption)}</figcaption></figure>" if png else ""
+def figure(png: bytes, alt: str, caption: str, wide: bool = True) -> str:
+    """A figure; a wide one scrolls sideways on a phone instead of shrinking past reading."""
+    if not png:
+        return ""
+    cls = ' class="wide"' if wide else ""
+    return (f'<figure{cls}><div class="frame">{img(png, alt)}</div>'
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
 def fmt(v, digits: int = 2, unit: str = "") -> str:
@@ -83,7 +88,7 @@ def per_class_table(ev: dict) -> str:
         bar = ("html", f'<span class="bar" style="width:{max(0.0, min(acc or 0, 100)) * 0.5:.1f}px"></span> '
                        f"{esc(fmt(acc, 1, ' %'))}", "acc")
         rows.append([r["class"], bar, fmt(r["precision"], 1, " %"), fmt(r["recall"], 1, " %"), fmt(r["support"])])
-    return table(["class", "accuracy", "precision", "recall", "test images"], rows, {2, 3, 4})
+    return table(["class", "accuracy", "precision", "recall", "images"], rows, {2, 3, 4})
 
 
 def run_section(run: dict, anchor: str, heading: str) -> str:
@@ -105,7 +110,7 @@ def run_section(run: dict, anchor: str, heading: str) -> str:
                 f"predicted as that class.</p>", per_class_table(ev)]
         if ev["most_confused"]:
             out += ["<h3>Most confused pairs</h3>", table(
-                ["true class", "predicted as", "images", "share of true class"],
+                ["true class", "predicted as", "images", "% of true class"],
                 [[p["true"], p["predicted"], p["count"], fmt(p["percent_of_true"], 1, " %")]
                  for p in ev["most_confused"]], {2, 3})]
         out += ["<h3>Confusion matrix</h3>", figure(figs.get("confusion.png", b""), "confusion matrix",
@@ -115,7 +120,7 @@ def run_section(run: dict, anchor: str, heading: str) -> str:
                 "predicted class, probability.")]
         out += ["<h3>Calibration</h3>", figure(figs.get("calibration.png", b""), "reliability diagram",
                 f"Accuracy against confidence in {ev.get('ece_bins', 15)} bins; a calibrated model follows "
-                f"the diagonal. Expected calibration error {fmt(100 * (ev.get('ece') or 0), 2)} %.")]
+                f"the diagonal. Expected calibration error {fmt(100 * (ev.get('ece') or 0), 2)} %.", wide=False)]
     if run["samples"]:
         rows = [[name, ("html", img(png, f"test images of class {name}", "strip"))]
                 for name, png in zip(data["classes"], run["samples"])]

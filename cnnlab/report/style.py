@@ -29,6 +29,7 @@ dl.kv { display: grid; grid-template-columns: minmax(8rem, max-content) 1fr; gap
 dl.kv dt { color: var(--muted); }
 dl.kv dd { margin: 0; overflow-wrap: anywhere; font-variant-numeric: tabular-nums; }
 figure { margin: .6rem 0 1rem; }
+figure .frame { overflow-x: auto; -webkit-overflow-scrolling: touch; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--muted); font-size: .88rem; margin-top: .3rem; }
 img.strip { image-rendering: pixelated; max-width: 100%; height: auto; display: block; }
@@ -48,6 +49,7 @@ footer { color: var(--muted); font-size: .82rem; margin-top: 3rem; border-top: 1
   dl.kv { grid-template-columns: minmax(5rem, 38%) 1fr; font-size: .9rem; }
   dl.kv dt { overflow-wrap: anywhere; }
   table { font-size: .85rem; }
+  figure.wide img { max-width: none; width: 680px; }  /* scroll sideways, readable, not shrunk */
   th, td { padding: .22rem .4rem; }
 }
 @media print {
@@ -58,7 +60,8 @@ footer { color: var(--muted); font-size: .82rem; margin-top: 3rem; border-top: 1
   section, figure, table, pre, .cards { break-inside: avoid; }
   h2, h3 { break-after: avoid; }
   .run + .run { break-before: page; }
-  .scroll { overflow: visible; }
+  .scroll, figure .frame { overflow: visible; }
+  figure.wide img { max-width: 100%; width: auto; }
   pre { white-space: pre-wrap; }
 }
 """
