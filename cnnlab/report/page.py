@@ -132,7 +132,7 @@ def run_section(run: dict, anchor: str, heading: str) -> str:
     recipe = cfg.get("recipe")
     out += ["<h3>Recipe and configuration</h3>"]
     if recipe:
-        out.append(f"<p>Recipe: <code>{esc(recipe if isinstance(recipe, str) else recipe)}</code></p>")
+        out.append(f"<p>Recipe: <code>{esc(recipe)}</code></p>")
     out.append(kv(sorted((k, v if isinstance(v, str) else repr(v)) for k, v in cfg.items())))
     counts = ", ".join(f"{k} {data.get(k)}" for k in ("train", "val", "test") if k in data)
     out += ["<h3>Data</h3>", kv([("source", data.get("source", "-")), ("fingerprint", data.get("fingerprint", "-")),
