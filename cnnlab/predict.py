@@ -38,7 +38,10 @@ class Prediction:
 
 def to_rgb(im: Image.Image) -> Image.Image:
     """An RGB image from any mode: EXIF orientation applied, 16-bit scaled to 8, alpha on white."""
-    im = ImageOps.exif_transpose(im)
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: keep the pixels as stored
+        pass
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         arr = np.asarray(im).astype(np.int64)
         # 16-bit grey keeps its top 8 bits; 32-bit integer images are clipped to 0..65535 first
