@@ -58,15 +58,16 @@ def confusion(cm, classes: list[str]) -> bytes:
     rows = cm.sum(axis=1, keepdims=True)
     norm = 100.0 * cm / np.maximum(rows, 1)
     labels = [plain(c if len(c) <= 18 else c[:17] + "…") for c in classes]
-    side = max(4.0, 0.45 * n + 2.2)
+    side = min(max(4.0, 0.45 * n + 2.2), 20.0)  # many classes: smaller cells, not a giant image
+    tick = max(4.0, min(9.0, 260.0 / max(n, 1)))
     with _rc():
         fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.0, side + 0.6))
         for ax, values, title, fmt in ((axes[0], cm, "Counts", "{:d}"),
                                        (axes[1], norm, "Percent of each true class", "{:.0f}")):
             im = ax.imshow(values, cmap="Blues", vmin=0)
             ax.set_title(title)
-            ax.set_xticks(range(n), labels, rotation=45, ha="right", rotation_mode="anchor")
-            ax.set_yticks(range(n), labels)
+            ax.set_xticks(range(n), labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=tick)
+            ax.set_yticks(range(n), labels, fontsize=tick)
             ax.set_xlabel("predicted class")
             ax.set_ylabel("true class")
             if n <= 20:
