@@ -29,6 +29,10 @@ def build_report(run_dirs, out, data_path=None, device: str = "auto") -> Path:
     if not out.parent.is_dir():
         raise CnnlabError(f"the folder of --out {out} does not exist: create it or choose another --out")
     runs = [collect(r, data_path, device) for r in run_dirs]
+    names = [r["name"] for r in runs]
+    for r in runs:  # runs/a/run and runs/b/run: tell them apart by their parent folder
+        if names.count(r["name"]) > 1:
+            r["name"] = "/".join(Path(r["path"]).parts[-2:])
     curves = b""
     if len(runs) > 1 and any(r["history"] for r in runs):
         curves = figures.curves([(r["name"], r["history"]) for r in runs if r["history"]])

@@ -13,7 +13,7 @@ h2 { font-size: 1.35rem; margin: 2.2rem 0 .6rem; padding-bottom: .2rem; border-b
      overflow-wrap: anywhere; }
 h3 { font-size: 1.08rem; margin: 1.6rem 0 .5rem; }
 p.lead { color: var(--muted); margin: .2rem 0 .8rem; overflow-wrap: anywhere; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(9.5rem, 1fr)); gap: .6rem; margin: .8rem 0; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(8.5rem, 1fr)); gap: .6rem; margin: .8rem 0; }
 .card { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: .5rem .7rem; }
 .card .v { font-size: 1.3rem; font-weight: 600; }
 .card .k { font-size: .8rem; color: var(--muted); }
