@@ -4,6 +4,9 @@
     cnnlab evaluate RUN_DIR                                        test accuracy, per class, confusion, calibration
     cnnlab predict RUN_DIR IMAGE_OR_FOLDER...                      top classes of your own images
     cnnlab report RUN_DIR [RUN_DIR...]                             one self-contained HTML page
+    cnnlab train --seeds 0-4                                       the same, once per seed, into a group folder
+    cnnlab export RUN_DIR [--out FILE]                             ONNX file for onnxruntime, checked
+    cnnlab compare GROUP_A GROUP_B                                 mean, 95 % CI, Welch's t-test per group
     cnnlab data info | data show                                   what the dataset holds, a sample grid
     cnnlab models                                                  registered models
     cnnlab shape 1,1,32,32 "conv(1,k=7,p=same)"                    conv/pool output-size arithmetic
@@ -12,17 +15,20 @@
 One module per group of commands; each has register(sub, parents), which adds its parsers,
 and cmd_* functions that call the library. Nothing here imports torch until a command runs.
 User mistakes end with one 'cnnlab: error: ...' line and exit status 2; --debug shows the traceback.
+A reader that goes away (cnnlab summary --json | head) ends any command quietly, with status 0.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
+from .. import __version__, files
 from ..errors import CnnlabError, CnnlabWarning
-from . import data, evaluate, network, predict, report, train
+from . import compare, data, evaluate, export, network, predict, report, train
 
-COMMANDS = [train, evaluate, predict, report, data, network]  # each module's register() adds its subcommands, in this order
+COMMANDS = [train, evaluate, predict, report, compare, export, data, network]  # each module's register() adds its subcommands, in this order
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="cnnlab", description="Teach and train convolutional neural "
                                 "networks on CIFAR-10 and image-folder datasets.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     # --debug also after the command; SUPPRESS keeps a subcommand from resetting it to False.
     debug = Parser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -51,9 +58,30 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"cnnlab: warning: {text}", file=sys.stderr)
 
 
+def _reader_gone() -> int:
+    """stdout's reader went away (cnnlab shape ... | head -2): end quietly, like cat or ls.
+
+    Further writes, including the interpreter's last flush, go to /dev/null.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
+
+
 def main(argv=None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a reader that left shows up here, not at the interpreter's exit
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _main(argv) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help and --version print here
     warnings.showwarning = _show_warning
     try:
         return args.func(args)
@@ -62,6 +90,13 @@ def main(argv=None) -> int:
             raise
         print(f"cnnlab: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
+    except OSError as e:
+        # Any command's file that could not be written (full or read-only disk, no permission,
+        # a missing folder): one line that names the disk and folder, never a traceback.
+        if args.debug or isinstance(e, BrokenPipeError) or e.errno not in files.USER_FIXABLE or not e.filename:
+            raise
+        print(f"cnnlab: error: {files.describe_write_error(e, e.filename)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 
 from ..errors import CnnlabWarning
-from .common import DATA_HELP
+from .common import data_help
 
 TTA_HELP = ("test-time augmentation: none, flip (average with the mirror image) or flip-shift "
             "(also the images shifted by one pixel); --tta alone means flip (default: none)")
@@ -52,7 +52,8 @@ def register(sub, parents) -> None:
                        "confusion.png, mistakes.png and calibration.png into the run folder (replacing "
                        "only earlier files of cnnlab's own).")
     e.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'cnnlab train'")
-    e.add_argument("--data", metavar="PATH", help=DATA_HELP + "; default: the run's own data")
+    e.add_argument("--data", metavar="PATH",
+                   help=data_help("the data the run was trained on, as saved in its config.json"))
     e.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     add_tta(e)
     e.add_argument("--no-save", action="store_true", help="print only; write no files into the run folder")

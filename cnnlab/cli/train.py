@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import CnnlabError
-from .common import DATA_HELP, non_negative_int, positive_float, positive_int, say
+from .common import DATA_HELP, positive_float, positive_int, say, val_size
 
 RECIPE_FLAGS = ["model", "epochs", "batch_size", "lr", "seed", "val_size", "device", "data", "max_steps",
                 "eval_batch_size", "channels_last", "compile", "precision", "strict"]
@@ -15,12 +15,34 @@ def cmd_train(args) -> int:
     from ..train import TrainConfig
     given = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
     log = say
+    if args.seeds is not None or (args.resume and _is_group(args.resume)):
+        return _train_group(args, given, log)
     if args.resume:
         if args.out is not None:
             raise CnnlabError("--resume continues a run in its own folder: drop --out")
         resume_train(args.resume, given, log=log)
     else:
         run_train(TrainConfig(**given, out=args.out), log=log)
+    return 0
+
+
+def _is_group(path) -> bool:
+    from ..runs.group import is_group
+    return is_group(path)
+
+
+def _train_group(args, given: dict, log) -> int:
+    """--seeds: one run per seed in a group folder; --resume GROUP continues one."""
+    from ..runs.group import parse_seeds, resume_group, run_group
+    from ..train import TrainConfig
+    if "seed" in given:
+        raise CnnlabError("--seed and --seeds name the seeds twice: a group takes its seeds from --seeds")
+    if args.resume:
+        if args.out is not None or args.seeds is not None:
+            raise CnnlabError("--resume continues a group with its own folder and seeds: drop --out and --seeds")
+        resume_group(args.resume, given, log=log)
+    else:
+        run_group(TrainConfig(**given, out=args.out), parse_seeds(args.seeds), log=log)
     return 0
 
 
@@ -36,14 +58,22 @@ def register(sub, parents) -> None:
     t.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: 128)")
     t.add_argument("--lr", type=positive_float, help="Adam learning rate (default: 1e-3)")
     t.add_argument("--seed", type=int, help="seed for initialization, split and batch order (default: 0)")
-    t.add_argument("--val-size", type=non_negative_int,
-                   help="training images held out for validation (default: 5000)")
+    t.add_argument("--val-size", type=val_size, metavar="N|P%",
+                   help="training images held out for validation: a count (5000) or a percentage of the "
+                   "training split (10%%); 0 validates nothing (default: 10%%, which is 5000 on CIFAR-10)")
     t.add_argument("--device", help="auto (CUDA when present), cpu or cuda (default: auto)")
-    t.add_argument("--out", metavar="DIR", help="run folder, must be new or empty (default: runs/<date-time>-<model>)")
+    t.add_argument("--out", metavar="DIR", help="run folder, must be new or empty (default: runs/<date-time>-<model>, "
+                   "with --seeds runs/<date-time>-<model>-seeds)")
     t.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue an interrupted run from its last checkpoint, exactly as if it had "
-                   "not stopped; --device and --data may be given, other settings must match the run's")
-    t.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps (quick checks)")
+                   help="continue an interrupted run (or group of runs, see --seeds) from its last checkpoint, "
+                   "exactly as if it had not stopped; --device and --data may be given, --precision switches the "
+                   "run's arithmetic (recorded), other settings must match the run's")
+    t.add_argument("--seeds", metavar="SEEDS",
+                   help="train once per seed, one after another, into a group folder with one run folder "
+                   "per seed and group.json: a range 0-4, a list 0,3,7, or both; see 'cnnlab compare'")
+    t.add_argument("--max-steps", type=positive_int,
+                   help="end the run after this many optimizer steps in all, then test and save as usual: "
+                   "a quick check that a setup works end to end (default: no limit)")
     t.add_argument("--eval-batch-size", type=positive_int,
                    help="images per batch when evaluating (default: 1000)")
     t.add_argument("--strict", action="store_true", default=None,

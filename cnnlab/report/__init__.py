@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -37,12 +36,7 @@ def build_report(run_dirs, out, data_path=None, device: str = "auto") -> Path:
     if len(runs) > 1 and any(r["history"] for r in runs):
         curves = figures.curves([(r["name"], r["history"]) for r in runs if r["history"]])
     page = render(runs, curves)
-    def write(tmp):
-        Path(tmp).write_text(page, encoding="utf-8")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # a page to share: the usual permissions, not the temp file's 0600
-    checkpoints.atomic_write(out, write)
+    checkpoints.atomic_write_bytes(out, page.encode("utf-8"))  # with the umask's mode, like every file
     return out
 
 

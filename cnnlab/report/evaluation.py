@@ -126,12 +126,6 @@ def write_eval(run_dir, summary: dict, pngs: dict[str, bytes]) -> list[Path]:
         if not _owned(run_dir / name):
             raise CnnlabError(f"{run_dir / name} exists and was not written by cnnlab: nothing was "
                               f"written; move that file away, or pass --no-save")
-    written = []
-    try:
-        for name, blob in targets.items():
-            checkpoints.atomic_write(run_dir / name, lambda tmp, blob=blob: Path(tmp).write_bytes(blob))
-            written.append(run_dir / name)
-    except OSError as e:
-        raise CnnlabError(f"cannot write the evaluation into {run_dir} ({e.strerror or e}): "
-                          f"make the run folder writable, or pass --no-save") from None
-    return written
+    for name, blob in targets.items():  # a full or read-only disk is one line (files.WriteError)
+        checkpoints.atomic_write_bytes(run_dir / name, blob)
+    return [run_dir / name for name in targets]
