@@ -88,7 +88,8 @@ def test_figures_are_written_and_marked_as_cnnlabs(evaluated):
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.width > 300
         assert figures.is_ours(out / name)
-    assert not figures.is_ours(out / "curves.png")  # drawn by plots.py, not tagged: never replaced here
+    Image.new("RGB", (4, 4)).save(out.parent / "users.png")
+    assert not figures.is_ours(out.parent / "users.png") and not figures.is_ours(out / "eval.json")
 
 
 def test_history_csv_has_plain_newlines(real_run):

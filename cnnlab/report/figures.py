@@ -4,7 +4,8 @@ mistakes, reliability diagram, training curves (one run or several overlaid), im
 matplotlib runs with the file-only Agg backend. Text that comes from data (class names, run
 names) is drawn as plain text: never TeX, never mathtext ('$' is escaped), so a class folder
 named '$x^2$' or '<b>' is printed as it is written. Every PNG carries the tag
-Software = "cnnlab" (SOFTWARE), which tells cnnlab's own files from a user's.
+Software = "cnnlab" (SOFTWARE; plots.py marks its files the same way), which tells cnnlab's
+own files from a user's.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def is_ours(path) -> bool:
     """Whether the PNG at path was written by cnnlab (its Software tag)."""
     try:
         with Image.open(path) as im:
-            return im.format == "PNG" and im.info.get("Software") == SOFTWARE
+            return im.format == "PNG" and str(im.info.get("Software", "")).startswith(SOFTWARE)
     except Exception:  # noqa: BLE001 - anything unreadable is not ours
         return False
 
