@@ -337,7 +337,9 @@ def test_bad_seed_flags_are_one_line_before_any_folder(tmp_path, capsys, args, m
 def test_a_resumed_group_keeps_its_recipe_and_seeds(tmp_path, capsys):
     group = fake_group(tmp_path / "g", [None, None])
     for args, message in ((["--epochs", "5"], "--epochs 5 differs from the group's 20: a resumed group keeps its recipe"),
-                          (["--seeds", "0-2"], "drop --out and --seeds"),
+                          (["--lr", "0.5"], "--lr 0.5 differs from the group's 0.001"),
+                          (["--set", "optimizer.nope=1"], "the group's recipe has no setting 'optimizer.nope'"),
+                          (["--seeds", "0-2"], "drop --out, --seeds and --recipe"),
                           (["--seed", "3"], "--seed and --seeds name the seeds twice")):
         assert main(["train", "--resume", str(group), *args]) == 2
         err = capsys.readouterr().err

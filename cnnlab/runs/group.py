@@ -73,6 +73,11 @@ def read_group(group_dir) -> dict:
     return group
 
 
+def base_config(group: dict) -> TrainConfig:
+    """The group's recipe; each run replaces its seed (group.json's seed, if any, is not one)."""
+    return TrainConfig.from_dict({k: v for k, v in group["config"].items() if k != "seed"})
+
+
 def run_dir(group_dir, seed: int) -> Path:
     return Path(group_dir) / f"seed-{seed}"
 
@@ -140,7 +145,8 @@ def run_group(cfg: TrainConfig, seeds: list[int], log: Callable[[str], None] = p
     where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
     group_dir = make_run_dir(planned)
     group = {"format": FORMAT, "kind": "cnnlab group", "seeds": seeds,
-             "config": {**replace(cfg, out=str(group_dir), data=where).to_dict(), "seed": None},
+             # The recipe without a seed: each run's seed comes from "seeds".
+             "config": {k: v for k, v in replace(cfg, out=str(group_dir), data=where).to_dict().items() if k != "seed"},
              "data": {"source": data.source, "fingerprint": data.fingerprint}}
     with hold(group_dir):
         _write(group_dir, group)
@@ -158,12 +164,18 @@ def resume_group(group_dir, overrides: dict | None = None, log: Callable[[str], 
 
 
 def _resume(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], None]) -> dict:
-    saved = TrainConfig.from_dict(group["config"])
+    saved = base_config(group)
     for key, value in overrides.items():
-        if key not in RESUME_MAY_CHANGE and get_dotted(saved, key) != value:
-            raise CnnlabError(f"{flag_name(key)} {value} differs from the group's "
-                              f"{get_dotted(saved, key)}: a resumed group keeps its recipe; start a new "
-                              f"group with --out to train with other settings")
+        if key in RESUME_MAY_CHANGE:
+            continue
+        try:
+            was = get_dotted(saved, key)
+        except AttributeError:
+            raise CnnlabError(f"{flag_name(key)}: the group's recipe has no setting {key!r}") from None
+        if was != value and not (isinstance(was, tuple) and list(was) == value):
+            flag = f"{flag_name(key)}{value}" if flag_name(key).endswith("=") else f"{flag_name(key)} {value}"
+            raise CnnlabError(f"{flag} differs from the group's {was}: a resumed group keeps its recipe; "
+                              f"start a new group with --out to train with other settings")
     if overrides.get("data") is not None:
         data = data_mod.load(overrides["data"], strict=saved.strict)
         if data.fingerprint != group.get("data", {}).get("fingerprint"):
@@ -178,7 +190,7 @@ def _resume(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], 
 
 
 def _continue(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], None]) -> dict:
-    base = TrainConfig.from_dict(group["config"])
+    base = base_config(group)
     base = replace(base, **{k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE and v is not None})
     seeds, quiet = group["seeds"], (lambda line: None)
     for i, seed in enumerate(seeds, 1):
