@@ -319,6 +319,19 @@ def test_curves_have_whole_epochs_a_bounded_accuracy_axis_and_the_test_mark():
     assert [t for t in many.axes[0].get_xticks() if lo <= t <= hi] == [5, 10, 15, 20, 25, 30, 35]
 
 
+def test_compare_curves_have_whole_epochs_too(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from cnnlab.compare_plot import plot_groups
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)  # keep the figure to look at
+    row = {"epoch": 1.0, "iters": 3.0, "avg_loss": 1.1, "elapsed_s": 0.5, "val_acc": 99.9}
+    plot_groups([("a", [[row], [{**row, "val_acc": 99.0}]]), ("b", [[row]])], tmp_path / "c.png")
+    acc = closed[0].axes[0]
+    lo, hi = acc.get_xlim()
+    assert [t for t in acc.get_xticks() if lo <= t <= hi] == [1.0]
+    assert 0 <= acc.get_ylim()[0] and acc.get_ylim()[1] <= 100
+
+
 def test_messages_a_student_reads(run, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nonexistent")]) == 2
     assert f"{tmp_path}/nonexistent does not exist" in one_line(capsys.readouterr().err)
