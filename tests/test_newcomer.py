@@ -332,6 +332,19 @@ def test_compare_curves_have_whole_epochs_too(tmp_path, monkeypatch):
     assert 0 <= acc.get_ylim()[0] and acc.get_ylim()[1] <= 100
 
 
+def test_report_curves_have_whole_epochs_too(monkeypatch):
+    import matplotlib.pyplot as plt
+    from cnnlab.report.figures import curves
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)  # keep the figure to look at
+    row = {"epoch": 1.0, "iters": 3.0, "avg_loss": 1.1, "elapsed_s": 0.5, "val_acc": 99.9}
+    curves([("a", [row]), ("b", [{**row, "val_acc": 98.0}])])
+    acc = closed[0].axes[0]
+    lo, hi = acc.get_xlim()
+    assert [t for t in acc.get_xticks() if lo <= t <= hi] == [1.0]
+    assert 0 <= acc.get_ylim()[0] and acc.get_ylim()[1] <= 100
+
+
 def test_messages_a_student_reads(run, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nonexistent")]) == 2
     assert f"{tmp_path}/nonexistent does not exist" in one_line(capsys.readouterr().err)
