@@ -250,7 +250,7 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     def write_history(rows):
         def write(tmp):
             with open(tmp, "w", newline="") as f:
-                w = csv.writer(f)
+                w = csv.writer(f, lineterminator="\n")  # plain \n: no stray \r in shell tools
                 w.writerow(HISTORY_FIELDS)
                 w.writerows([row[k] for k in HISTORY_FIELDS] for row in rows)
         checkpoints.atomic_write(out / "history.csv", write)
