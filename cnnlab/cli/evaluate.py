@@ -7,11 +7,12 @@ from ..errors import CnnlabWarning
 from .common import data_help
 
 TTA_HELP = ("test-time augmentation: none, flip (average with the mirror image) or flip-shift "
-            "(also the images shifted by one pixel); --tta alone means flip (default: none)")
+            "(also the images shifted by one pixel); --tta alone means flip (default: the run's recipe's, "
+            "none for most, so the number is the one training printed)")
 
 
 def add_tta(parser) -> None:
-    parser.add_argument("--tta", nargs="?", const="flip", default="none",
+    parser.add_argument("--tta", nargs="?", const="flip", default=None,
                         choices=["none", "flip", "flip-shift"], metavar="MODE", help=TTA_HELP)
 
 
@@ -25,7 +26,7 @@ def cmd_evaluate(args) -> int:
     summary = summarize(out)
     width = max(len("class"), *(len(c) for c in summary["classes"]))
     print(f"Mean loss: {summary['mean_loss']:.4f} | Expected calibration error: {100 * summary['ece']:.2f} %"
-          + (f" | test-time augmentation: {args.tta}" if args.tta != "none" else ""))
+          + (f" | test-time augmentation: {out['tta']}" if out["tta"] != "none" else ""))
     print(f"{'class':<{width}}  {'accuracy':>8}  {'precision':>9}  {'recall':>7}  {'images':>6}")
     for row in summary["per_class"]:
         print(f"{row['class']:<{width}}  {_pct(row['accuracy']):>8}  {_pct(row['precision']):>9}  "

@@ -26,7 +26,7 @@ from typing import Callable
 from .. import checkpoints, data as data_mod, models
 from ..errors import CnnlabError
 from ..train import TrainConfig, pick_device
-from .fit import RESUME_MAY_CHANGE, Interrupted, resume_train, run_train
+from .fit import RESUME_MAY_CHANGE, Interrupted, flag_name, get_dotted, resume_train, run_train
 from .folder import make_run_dir, plan_run_dir, write_json
 from .lock import LOCK_NAME, hold
 
@@ -160,9 +160,9 @@ def resume_group(group_dir, overrides: dict | None = None, log: Callable[[str], 
 def _resume(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], None]) -> dict:
     saved = TrainConfig.from_dict(group["config"])
     for key, value in overrides.items():
-        if key not in RESUME_MAY_CHANGE and getattr(saved, key) != value:
-            raise CnnlabError(f"--{key.replace('_', '-')} {value} differs from the group's "
-                              f"{getattr(saved, key)}: a resumed group keeps its recipe; start a new "
+        if key not in RESUME_MAY_CHANGE and get_dotted(saved, key) != value:
+            raise CnnlabError(f"{flag_name(key)} {value} differs from the group's "
+                              f"{get_dotted(saved, key)}: a resumed group keeps its recipe; start a new "
                               f"group with --out to train with other settings")
     if overrides.get("data") is not None:
         data = data_mod.load(overrides["data"], strict=saved.strict)

@@ -52,17 +52,19 @@ def default_data(config: dict):
     return config["config"].get("data")
 
 
-def evaluate_run(run_dir: Path, data_path=None, device: str = "auto", tta: str = "none") -> dict:
+def evaluate_run(run_dir: Path, data_path=None, device: str = "auto", tta: str | None = None) -> dict:
     """A saved run's test predictions, computed the way training computed its test accuracy.
 
-    Returns acc (percent, the number training printed when tta is 'none'), correct, total,
+    tta None is the run's own recipe's test-time augmentation, so acc is the number training
+    printed. Returns acc (percent), correct, total,
     logits (float32 (N, classes), on the CPU), labels, test_x (uint8 images, CPU), classes,
     same_data (the data's fingerprint is the run's), model, tta, seconds and config.
     """
-    if tta not in TTA_MODES:
-        raise CnnlabError(f"--tta {tta!r} is unknown: choose one of {', '.join(TTA_MODES)}")
     config, model = load_run(run_dir)
     cfg, info = TrainConfig.from_dict(config["config"]), config["data"]
+    tta = cfg.tta if tta is None else tta
+    if tta not in TTA_MODES:
+        raise CnnlabError(f"--tta {tta!r} is unknown: choose one of {', '.join(TTA_MODES)}")
     dev, channels_last = place(model, config, device)
     data = data_mod.load(data_path if data_path is not None else default_data(config))
     if data.classes != info["classes"]:
