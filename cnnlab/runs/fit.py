@@ -178,7 +178,8 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
         except AttributeError:
             raise CnnlabError(f"{flag_name(key)}: {saved.recipe} has no setting {key!r}") from None
         if was != value and not (isinstance(was, tuple) and list(was) == value):
-            flag = f"{flag_name(key)}{value}" if "." in key else f"{flag_name(key)} {value}"
+            name = flag_name(key)
+            flag = f"{name}{value}" if name.endswith("=") else f"{name} {value}"  # --set k=v, --lr 0.1
             setting = f"the run's {was}" if was is not None else f"the run, where {flag_name(key)} was not set"
             raise CnnlabError(f"{flag} differs from {setting}: a resumed run keeps its recipe; "
                               f"start a new run with --out to train with other settings")
