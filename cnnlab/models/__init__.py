@@ -8,13 +8,17 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import CnnlabError
+from .fast import FastNet, fast_94, fast_m, fast_s
 from .seed import SeedNet, seed, seed_p1
 
-__all__ = ["MODELS", "SeedNet", "count_params", "create"]
+__all__ = ["MODELS", "FastNet", "SeedNet", "count_params", "create"]
 
 MODELS = {
     "seed": seed,
     "seed-p1": seed_p1,
+    "fast-s": fast_s,
+    "fast-m": fast_m,
+    "fast-94": fast_94,
 }
 
 
