@@ -38,18 +38,28 @@ def patches(images: torch.Tensor, k: int) -> torch.Tensor:
     return p.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
 
 
+def patch_covariance(images: torch.Tensor, k: int, chunk: int = 500) -> torch.Tensor:
+    """S = P^T P / rows over the k x k patches P of images, summed in float64 chunk images at a
+    time (the smallest eigenvalues of JPEG images are ~1e-4 of the largest: float32 sums blur them)."""
+    d = images.shape[1] * k * k
+    cov, rows = torch.zeros(d, d, dtype=torch.float64, device=images.device), 0
+    for part in images.split(chunk):
+        p = patches(part, k).double()
+        cov += p.T @ p
+        rows += len(p)
+    return cov / rows
+
+
 def whitening_weights(images: torch.Tensor, k: int, eps: float = WHITEN_EPS) -> torch.Tensor:
     """Conv weights (2*C*k*k, C, k, k) that whiten the k x k patches of images.
 
-    With P the patch matrix, S = P^T P / rows (the patch covariance: the images are normalized,
-    so their mean is about 0) and S = V diag(lam) V^T, the filters are the rows of
-    V^T / sqrt(lam + eps), largest eigenvalue first, followed by the same filters negated: the
-    GELU after the conv then sees each direction with both signs.
+    With S the patch covariance (patch_covariance: the images are normalized, so their mean
+    is about 0) and S = V diag(lam) V^T, the filters are the rows of V^T / sqrt(lam + eps),
+    largest eigenvalue first, followed by the same filters negated: the GELU after the conv
+    then sees each direction with both signs.
     """
     c = images.shape[1]
-    p = patches(images.float(), k).double()
-    cov = p.T @ p / len(p)
-    lam, vec = torch.linalg.eigh(cov)  # ascending eigenvalues, eigenvectors in the columns
+    lam, vec = torch.linalg.eigh(patch_covariance(images, k))  # ascending; eigenvectors in columns
     lam, vec = lam.flip(0), vec.flip(1)
     filters = (vec.T / torch.sqrt(lam.clamp(min=0) + eps)[:, None]).float().reshape(-1, c, k, k)
     return torch.cat([filters, -filters])
