@@ -8,6 +8,7 @@ so a crash at any moment leaves the previous file intact.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import random
@@ -19,15 +20,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from . import files
 from .errors import CnnlabError
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync it, then rename it over path (and fsync the folder)."""
+    """Call write(tmp_path), fsync it, then rename it over path (and fsync the folder).
+
+    The file gets the mode the user's umask gives new files. A write that fails (full or
+    read-only disk) leaves the previous file as it was and raises files.WriteError.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise files.write_error(e, path) from None
     os.close(fd)
     try:
         write(tmp)
@@ -35,15 +44,24 @@ def atomic_write(path: Path, write) -> None:
             time.sleep(float(os.environ["CNNLAB_TEST_SLOW_WRITES"]))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        files.chmod_like_new(tmp)
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    except OSError as e:
+        raise files.write_error(e, path) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_bytes(path: Path, blob: bytes) -> None:
+    """atomic_write of bytes made in memory: a full disk then fails as an OSError we can explain
+    (torch.save and safetensors writing to a file fail with their own opaque errors)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(blob))
 
 
 def digest(obj, h=None) -> str:
@@ -76,7 +94,9 @@ def digest(obj, h=None) -> str:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     state = {**state, "digest": digest(state)}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -107,7 +127,7 @@ def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str] | 
     """The weights alone, as safetensors, with a sha256 of them in the metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {**(metadata or {}), "sha256": digest(tensors)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -135,21 +155,36 @@ def remove_partial_writes(folder: Path) -> int:
     return len(leftovers)
 
 
-def rng_state() -> dict:
-    """Every random generator's state, as tensors and plain values (weights_only-safe)."""
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def rng_state(device: torch.device | None = None) -> dict:
+    """The random generators' states, as tensors and plain values (weights_only-safe).
+
+    The CPU's always; a GPU's only when device is one: a CPU run never touches the GPUs.
+    """
     key, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": {"key": key, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                        "has_gauss": int(has_gauss), "cached": float(cached)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        index = _cuda_index(device)
+        state["cuda"] = {"index": index, "state": torch.cuda.get_rng_state(index)}
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore what rng_state saved; a GPU's state goes to the GPU in use now, if any."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     n = state["numpy"]
     np.random.set_state((n["key"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda")
+    if device is None or device.type != "cuda" or not saved:
+        return
+    index = _cuda_index(device)
+    if isinstance(saved, dict):
+        torch.cuda.set_rng_state(saved["state"], index)
+    else:  # older checkpoints kept every GPU's state: take the one of the same number, or the first
+        torch.cuda.set_rng_state(saved[index] if index < len(saved) else saved[0], index)

@@ -1,11 +1,13 @@
 """The official CIFAR-10 (python version): download, verify, extract safely, read into arrays.
 
-Every file is checked against its md5 before anything is unpickled, so pickle only ever
-reads the bytes the dataset's authors published. The checks take a CifarSpec so the tests
-can exercise the same code on small fake archives with their own md5s.
+Every file is read once and its bytes checked against their md5 before those very bytes
+are unpickled, so pickle only ever reads the bytes the dataset's authors published. The
+checks take a CifarSpec so the tests can exercise the same code on small fake archives
+with their own md5s. Extraction is safe to run in several processes at once.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import files
 from .errors import CnnlabError
 
 FOLDER = "cifar-10-batches-py"
@@ -58,11 +61,13 @@ def md5_file(path: Path, chunk: int = 1 << 20) -> str:
 def download(dest_dir: Path, spec: CifarSpec = OFFICIAL) -> Path:
     """Fetch the archive into dest_dir, verifying its md5; only a verified file gets its name."""
     dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    created = [p for p in [dest_dir, *dest_dir.parents] if not p.exists()]  # removed again on failure
     target = dest_dir / ARCHIVE
-    fd, tmp = tempfile.mkstemp(prefix=ARCHIVE + ".", suffix=".part", dir=dest_dir)
     h = hashlib.md5()
+    tmp = None
     try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=ARCHIVE + ".", suffix=".part", dir=dest_dir)
         # urlopen verifies TLS certificates with the system's default context; never disabled.
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as resp:
             while block := resp.read(1 << 20):
@@ -73,21 +78,37 @@ def download(dest_dir: Path, spec: CifarSpec = OFFICIAL) -> Path:
         if h.hexdigest() != spec.archive_md5:
             raise CnnlabError(f"downloaded {spec.url} has md5 {h.hexdigest()}, expected "
                               f"{spec.archive_md5}: the download is corrupt, try again")
+        files.chmod_like_new(tmp)
         os.replace(tmp, target)
     except (urllib.error.URLError, OSError) as e:
+        if getattr(e, "errno", None) in files.USER_FIXABLE:  # full or read-only disk, not the network
+            raise CnnlabError(f"could not download CIFAR-10: {files.describe_write_error(e, target)}") from None
         raise CnnlabError(f"could not download CIFAR-10 from {spec.url} ({e}): put {ARCHIVE} "
                           f"or an image folder in {dest_dir}, or pass --data PATH") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        if not target.exists():
+            for folder in created:  # innermost first; only folders this call made, if still empty
+                files.remove_if_empty(folder)
     return target
+
+
+def _folder_ok(folder: Path, spec: CifarSpec) -> bool:
+    """Whether folder holds every checked file with its md5 (an earlier extraction's result)."""
+    try:
+        return all(md5_file(folder / name) == md5 for name, md5 in spec.checked.items())
+    except OSError:
+        return False
 
 
 def extract(archive: Path, dest_dir: Path, spec: CifarSpec = OFFICIAL) -> Path:
     """Verify the archive's md5, then extract only the expected regular files into dest_dir.
 
-    Extraction goes to a temporary folder beside the target and is renamed into place
-    only after every member passed, so a refused archive leaves nothing behind.
+    Extraction goes to a temporary folder of its own in dest_dir (created if missing) and is
+    moved into place with one atomic rename, only after every member passed: a refused
+    archive leaves nothing behind, and when several processes extract at once, the first
+    rename wins and the others use its result. A damaged earlier extraction is replaced.
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
     actual = md5_file(archive)
@@ -96,7 +117,14 @@ def extract(archive: Path, dest_dir: Path, spec: CifarSpec = OFFICIAL) -> Path:
                           f"truncated or altered; delete it and download it again")
     allowed = {f"{FOLDER}/{name}" for name in (*spec.checked, *spec.extra_members)}
     target = dest_dir / FOLDER
-    tmp = Path(tempfile.mkdtemp(prefix=".cifar-extract-", dir=dest_dir))
+    if _folder_ok(target, spec):
+        return target
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".cifar-extract-", dir=dest_dir))
+    except OSError as e:
+        raise CnnlabError(f"cannot extract {archive} into {dest_dir} ({e.strerror}): make that folder "
+                          f"writable, or set CNNLAB_CACHE to a writable folder") from None
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()
@@ -107,26 +135,58 @@ def extract(archive: Path, dest_dir: Path, spec: CifarSpec = OFFICIAL) -> Path:
                     raise CnnlabError(f"{archive} holds an unexpected member {m.name!r}: refusing "
                                       f"to extract it; use the official {ARCHIVE}")
             tar.extractall(tmp, members=[m for m in members if m.isfile()], filter="data")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp / FOLDER, target)
-    except (tarfile.TarError, EOFError, OSError) as e:
+        _move_into_place(tmp / FOLDER, target, spec)
+    except (tarfile.TarError, EOFError) as e:
         raise CnnlabError(f"could not extract {archive} ({e}): delete it and download it again") from None
+    except OSError as e:
+        if e.errno in files.USER_FIXABLE:  # full or read-only disk, not the archive
+            raise CnnlabError(f"could not extract {archive}: {files.describe_write_error(e, target)}") from None
+        raise CnnlabError(f"could not extract {archive} into {dest_dir} ({e}): check that the folder "
+                          f"is writable and the disk has room, then try again") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
+def _move_into_place(new: Path, target: Path, spec: CifarSpec, attempts: int = 5) -> None:
+    """Rename new to target atomically. If another process got there first and its folder is
+    whole, keep it; if the folder there is damaged, move it aside (atomically) and retry."""
+    for _ in range(attempts):
+        try:
+            os.rename(new, target)  # fails on an existing non-empty folder: never merges
+            return
+        except OSError as e:
+            if not target.exists():
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    continue  # it was moved aside meanwhile: try again
+                raise
+        if _folder_ok(target, spec):
+            return  # a concurrent extraction won: use its result
+        aside = Path(tempfile.mkdtemp(prefix=".cifar-damaged-", dir=target.parent))
+        try:
+            os.rename(target, aside / FOLDER)
+        except FileNotFoundError:
+            pass  # someone else moved it
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+    raise OSError(errno.EBUSY, f"{target} kept changing while extracting")
+
+
 def _unpickle_verified(path: Path, md5: str) -> dict:
-    if not path.is_file():
+    """Read the file's bytes once, check their md5, unpickle those very bytes: a file swapped
+    after the check is never what pickle reads."""
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
         raise CnnlabError(f"{path} is missing: the {FOLDER} folder is incomplete; extract the "
-                          f"official {ARCHIVE} again")
-    actual = md5_file(path)
+                          f"official {ARCHIVE} again") from None
+    except OSError as e:
+        raise CnnlabError(f"cannot read {path} ({e.strerror}): make it readable") from None
+    actual = hashlib.md5(blob).hexdigest()
     if actual != md5:
         raise CnnlabError(f"{path} has md5 {actual}, expected {md5}: refusing to unpickle an "
                           f"altered file; extract the official {ARCHIVE} again")
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    return pickle.loads(blob, encoding="bytes")
 
 
 def read_batches(folder: Path, spec: CifarSpec = OFFICIAL):

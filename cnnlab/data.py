@@ -6,27 +6,28 @@ folder, which may be read-only), keyed by a fingerprint of the source files. Lat
 read the cache in a fraction of a second.
 
     data = load()            # $CNNLAB_DATA, ./data, ../shared/datasets/cifar10-jpeg, download
-    train_idx, val_idx = split_indices(len(data.train_y), val_size=5000, seed=0)
+    train_idx, val_idx = split_indices(len(data.train_y), val_size="10%", seed=0)  # or a count
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
-from . import cifar, imagefolder
+from . import checkpoints, cifar, files, imagefolder, sourcekey
 from .errors import CnnlabError, CnnlabWarning
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: keyed by content (sourcekey.py)
 SHARED_COPY = Path("../shared/datasets/cifar10-jpeg")
 
 
@@ -45,7 +46,7 @@ class ImageData:
     classes: list[str]
     source: str  # where the images came from
     fingerprint: str  # sha256 of the decoded arrays and class names: the same data, the same value
-    cache_path: str
+    cache_path: str  # "" when the cache folder could not be written
 
 
 def cache_dir() -> Path:
@@ -69,6 +70,13 @@ def find_source(path: Path) -> Source | None:
     if (path / cifar.ARCHIVE).is_file():
         return Source("archive", path / cifar.ARCHIVE)
     return None
+
+
+def samples_path(source: str, split: str) -> Path:
+    """Where `cnnlab data show` puts its grid by default: under runs/ (git-ignored), named
+    after the dataset, so a second run replaces the grid it wrote before."""
+    name = Path(source).name.lstrip(".") or "dataset"
+    return Path("runs") / "samples" / f"{name}-{split}.png"
 
 
 def default_candidates() -> list[Path]:
@@ -101,21 +109,15 @@ def resolve(path: Path | str | None = None, download: bool = True,
     return Source("archive", cifar.download(candidates[0], spec))
 
 
-def source_fingerprint(src: Source, size: int) -> str:
-    """Cheap key for the cache: every file's relative path, size and modification time."""
-    h = hashlib.sha256(f"cnnlab-cache-{CACHE_FORMAT}|{src.kind}|{size}".encode())
-    root = str(src.path)
-    if src.path.is_file():
-        st = os.stat(root)
-        h.update(f"{src.path.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
-        rel = os.path.relpath(folder, root)
-        for name in sorted(names):
-            st = os.stat(os.path.join(folder, name))
-            h.update(f"{rel}/{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+def source_fingerprint(src: Source, size: int, spec: cifar.CifarSpec = cifar.OFFICIAL) -> str:
+    """The cache key: a hash of the content (and, for a folder, the labels) decoding would read.
+
+    See sourcekey.py: content hashes are kept in an index in the cache folder, so an unchanged
+    source costs one stat per file.
+    """
+    checks = json.dumps([spec.archive_md5, sorted(spec.checked.items())])
+    extra = f"cnnlab-cache-{CACHE_FORMAT}|{size}|{checks if src.kind != 'folder' else ''}"
+    return sourcekey.source_key(src.kind, src.path, cache_dir(), extra, tuple(sorted(spec.checked)))
 
 
 def content_fingerprint(tensors: dict[str, torch.Tensor], classes: list[str]) -> str:
@@ -148,7 +150,7 @@ def load(path=None, size: int = 32, strict: bool = False, download: bool = True,
          spec: cifar.CifarSpec = cifar.OFFICIAL) -> ImageData:
     """Every image of the dataset as uint8 tensors, from the cache when the source is unchanged."""
     src = resolve(path, download, spec)
-    key = source_fingerprint(src, size)
+    key = source_fingerprint(src, size, spec)
     cache = cache_dir() / f"{key[:32]}.safetensors"
     cached = _read_cache(cache)
     if cached is None:
@@ -158,34 +160,42 @@ def load(path=None, size: int = 32, strict: bool = False, download: bool = True,
                    "test_y": torch.from_numpy(test_y)}
         meta = {"classes": classes, "source": str(src.path.resolve()), "kind": src.kind,
                 "fingerprint": content_fingerprint(tensors, classes), "notes": notes}
-        _write_cache(cache, tensors, meta)
+        if not _write_cache(cache, tensors, meta):
+            cache = None
         cached = tensors, meta
     tensors, meta = cached
     imagefolder.report(src.path, meta.get("notes", {}), size, strict)
     return ImageData(tensors["train_x"], tensors["train_y"], tensors["test_x"], tensors["test_y"],
-                     meta["classes"], str(src.path.resolve()), meta["fingerprint"], str(cache))
+                     meta["classes"], str(src.path.resolve()), meta["fingerprint"],
+                     str(cache) if cache is not None else "")
 
 
-def _write_cache(path: Path, tensors, meta):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+def _write_cache(path: Path, tensors, meta) -> bool:
+    """Save the decoded arrays; when the cache folder cannot be written (read-only, full, not
+    a folder), warn once and go on without a cache. Returns whether the cache was written."""
     try:
-        save_file(tensors, tmp, metadata={"cnnlab": json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = save(tensors, metadata={"cnnlab": json.dumps(meta)})
+        checkpoints.atomic_write_bytes(path, blob)
+        return True
+    except (OSError, files.WriteError) as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        warnings.warn(f"the data cache {path.parent} is unusable ({reason}): the images were decoded "
+                      f"in memory and will be decoded again next time; set CNNLAB_CACHE to a writable "
+                      f"folder to load them fast", CnnlabWarning)
+        return False
 
 
 def _read_cache(path: Path):
     """(tensors, meta) from a cache file, or None when absent or damaged (it is then rebuilt)."""
-    if not path.exists():
-        return None
     try:
+        if not path.is_file():
+            return None
         with safe_open(path, "pt") as f:
             meta = json.loads(f.metadata()["cnnlab"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            # Copied out of the file's memory map: what was checked is what is used, even if
+            # the file is rewritten in place (or truncated: a SIGBUS) while the run holds it.
+            tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
         if content_fingerprint(tensors, meta["classes"]) != meta["fingerprint"]:
             raise ValueError("content does not match its fingerprint")
         return tensors, meta
@@ -194,11 +204,42 @@ def _read_cache(path: Path):
         return None
 
 
-def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded permutation of range(n): the first n - val_size for training, the rest to validate."""
-    if not 0 <= val_size < n:
-        raise CnnlabError(f"--val-size {val_size} must be between 0 and {n - 1} "
-                          f"(the training split has {n} images)")
+def parse_val_size(spec) -> int | Fraction:
+    """A --val-size as given: a count (5000, "5000") or a percentage ("10%") as a Fraction of 100."""
+    text = str(spec).strip()
+    if isinstance(spec, bool):
+        text = "?"
+    try:
+        if text.endswith("%"):
+            percent = Fraction(text[:-1].strip())
+            if 0 <= percent < 100:
+                return percent
+        elif int(text) >= 0:
+            return int(text)
+    except (ValueError, ZeroDivisionError):
+        pass
+    raise CnnlabError(f"--val-size {spec} is neither a count of images (e.g. 5000) nor a percentage "
+                      f"of the training split below 100 (e.g. 10%)")
+
+
+def val_count(spec, n: int) -> int:
+    """Images held out for validation from a training split of n: a count as given, or a
+    percentage of n, rounded down (10% of CIFAR-10's 50,000 is 5,000). At least one image
+    is left to train on."""
+    value = parse_val_size(spec)
+    count = value if isinstance(value, int) else math.floor(value * n / 100)
+    if not 0 <= count < n:
+        raise CnnlabError(f"--val-size {spec} must be between 0 and {n - 1} (the training split has "
+                          f"{n} images): give a smaller count or a percentage, e.g. --val-size 10%")
+    return count
+
+
+def split_indices(n: int, val_size, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded permutation of range(n): the first n - val_count for training, the rest to validate.
+
+    val_size is a count or a percentage of n (see val_count).
+    """
+    val_size = val_count(val_size, n)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[: n - val_size], perm[n - val_size:]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .arithmetic import true_fp32
 from .data import normalize
 
 TTA_MODES = ("none", "flip", "flip-shift")
@@ -47,11 +48,12 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, mean, std, batch_siz
     model.eval()
     out = []
     try:
-        for i in range(0, len(x), batch_size):
-            xb = normalize(x[i:i + batch_size], mean, std)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            out.append(_views_logits(model, xb, tta))
+        with true_fp32(x.device):  # on CUDA: TF32 off, so evaluation is fp32 as on the CPU
+            for i in range(0, len(x), batch_size):
+                xb = normalize(x[i:i + batch_size], mean, std)
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                out.append(_views_logits(model, xb, tta))
     finally:
         model.train(was_training)
     if not out:

@@ -10,6 +10,7 @@ strict=True. Decoding runs in worker processes, once: data.py caches the result.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -26,7 +27,8 @@ MAX_LISTED = 20  # bad files named in the warning
 
 
 def is_image_folder(root: Path) -> bool:
-    return all((Path(root) / s).is_dir() for s in SPLITS)
+    """A folder with train/ or test/ in it: scan() then says what else it needs."""
+    return any((Path(root) / s).is_dir() for s in SPLITS)
 
 
 def _visible(entries):
@@ -49,7 +51,10 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
     for split in SPLITS:
         folder = root / split
         if not folder.is_dir():
-            raise CnnlabError(f"{folder} is missing: an image-folder dataset needs "
+            others = [d.name for d in _visible(root.iterdir()) if d.is_dir() and d.name not in SPLITS]
+            close = difflib.get_close_matches(split, others, n=1, cutoff=0.5)
+            hint = f" (there is {close[0]}/: rename it to {split}/)" if close else ""
+            raise CnnlabError(f"{folder} is missing{hint}: an image-folder dataset needs "
                               f"{root}/train/<class>/ and {root}/test/<class>/")
         class_sets[split] = [d.name for d in _visible(folder.iterdir()) if d.is_dir()]
         if not class_sets[split]:

@@ -138,17 +138,39 @@ def _pair(v):
 
 
 def _size_formula(n, k, s, p, d, ceil=False) -> str:
-    kk = effective_kernel(k, d)
-    rnd = "ceil" if ceil else "floor"
-    span = f"{kk}" if d == 1 else f"{d}*({k}-1)+1"
-    return f"{rnd}(({n} + 2*{p} - {span})/{s}) + 1"
+    """The size arithmetic as it is computed, e.g. floor((32 + 2*0 - (2*(3-1)+1))/1) + 1 = 28.
+
+    With ceil=True, PyTorch drops the last window when it would start in the right padding
+    (at or past n + p); the text then subtracts it and says why. What stands before ' = '
+    evaluates to the size (tests hold it against PyTorch).
+    """
+    span = f"{k}" if d == 1 else f"({d}*({k}-1)+1)"
+    numerator = n + 2 * p - effective_kernel(k, d)
+    if not ceil:
+        return f"floor(({n} + 2*{p} - {span})/{s}) + 1 = {numerator // s + 1}"
+    raw = -(-numerator // s) + 1
+    text = f"ceil(({n} + 2*{p} - {span})/{s}) + 1"
+    if (raw - 1) * s >= n + p:
+        return (f"{text} - 1 = {raw - 1}  (window {raw} would start at ({raw}-1)*{s} = {(raw - 1) * s} "
+                f">= {n} + {p}, in the right padding: dropped)")
+    return f"{text} = {raw}"
 
 
 def _formula(hw, k, s, p, d, ceil, out):
-    parts = [(_size_formula(hw[i], k[i], s[i], p[i], d[i], ceil), out[i]) for i in range(2)]
+    parts = [_size_formula(hw[i], k[i], s[i], p[i], d[i], ceil) for i in range(2)]
     if parts[0] == parts[1]:
-        return f"H, W: {parts[0][0]} = {parts[0][1]}"
-    return f"H: {parts[0][0]} = {parts[0][1]};  W: {parts[1][0]} = {parts[1][1]}"
+        return f"H, W: {parts[0]}"
+    return f"H: {parts[0]};  W: {parts[1]}"
+
+
+def _same_note(solved) -> str:
+    """The padding that 'same' solves to: P = 3, or left 1, right 2 where no whole P exists."""
+    def one(p, before, after):
+        return f"P = {p}" if isinstance(p, int) else f"{before} {p[0]}, {after} {p[1]}"
+    h, w = solved
+    if h == w:
+        return one(w, "left", "right") + ("" if isinstance(w, int) else " (and top/bottom the same)")
+    return f"H: {one(h, 'top', 'bottom')}; W: {one(w, 'left', 'right')}"
 
 
 def explain_same(n: int, k: int, d: int = 1) -> str:
@@ -181,8 +203,7 @@ def apply(layer: Layer, shape: list[int], rf: tuple[int, int] | None):
             if a["p"] == "same":
                 solved = same_padding(k, s, d)
                 pad = tuple(x if isinstance(x, int) else x[0] for x in solved)
-                note = "P = " + " x ".join(str(x if isinstance(x, int) else f"{x[0]}+{x[1]}")
-                                           for x in (solved if solved[0] != solved[1] else solved[:1]))
+                note = _same_note(solved)
                 explain = explain_same(h, k[0], d[0])
             elif a["p"] == "valid":
                 pad = (0, 0)

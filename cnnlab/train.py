@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import ImageData, channel_stats, normalize, split_indices
+from . import arithmetic
+from .data import ImageData, channel_stats, normalize, parse_val_size, split_indices
 from .errors import CnnlabError
 from .evaluate import evaluate
 
@@ -33,7 +34,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3  # Adam
     seed: int = 0  # model init, train/validation split and batch order
-    val_size: int = 5000  # held out of the 50k training images
+    val_size: int | str = "10%"  # held out for validation: a count, or a percentage of the training split
     device: str = "auto"  # auto | cpu | cuda
     data: str | None = None  # dataset path; None searches the defaults (cnnlab.data.resolve)
     out: str | None = None  # run folder; None -> runs/<date-time>-<model>
@@ -53,6 +54,7 @@ class TrainConfig:
             raise CnnlabError(f"--lr must be a positive number, got {self.lr}")
         if self.max_steps is not None and self.max_steps < 1:
             raise CnnlabError(f"--max-steps must be a positive integer, got {self.max_steps}")
+        parse_val_size(self.val_size)
         if self.precision not in ("auto", "fp32", "bf16"):
             raise CnnlabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
         return self
@@ -136,20 +138,59 @@ class NonFiniteLoss(CnnlabError):
         self.epoch, self.step, self.value = epoch, step, value
 
 
+def deferred_checks(device: torch.device) -> bool:
+    """Check the loss without waiting for the device: on CUDA, where a per-step sync costs."""
+    return device.type == "cuda"
+
+
+class LossWatch:
+    """Finds the first non-finite loss of an epoch: its step (counted from 1) and its value.
+
+    On the CPU each loss is checked at once, before it touches the weights. Deferred (CUDA),
+    the first bad step and its value are kept on the device and a flag is copied to the host
+    without waiting; the error comes a step or two later, naming the step that failed.
+    """
+
+    def __init__(self, device: torch.device, epoch: int):
+        self.epoch, self.deferred = epoch, deferred_checks(device)
+        self.first = torch.full((), -1, dtype=torch.int64, device=device)
+        self.value = torch.zeros((), dtype=torch.float32, device=device)
+        self.ok_host = torch.ones((), dtype=torch.bool, pin_memory=device.type == "cuda")
+
+    def check(self, loss: torch.Tensor, step: int) -> None:
+        if not self.deferred:
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(self.epoch, step, loss.item())
+            return
+        if not self.ok_host:  # a flag copied at an earlier step has arrived
+            self.finish()
+        bad = ~torch.isfinite(loss.detach()) & (self.first < 0)
+        self.first = torch.where(bad, step, self.first)
+        self.value = torch.where(bad, loss.detach().float(), self.value)
+        self.ok_host.copy_(self.first < 0, non_blocking=True)
+
+    def finish(self) -> None:
+        """Raise for the first bad step, if any (this waits for the device)."""
+        if self.deferred and int(self.first) >= 0:
+            raise NonFiniteLoss(self.epoch, int(self.first), float(self.value))
+
+
 def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix arithmetic is native here: CUDA, or a CPU with AMX tiles."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:  # private API; without it, fall back to fp32
-        return bool(torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """Whether bf16 matrix arithmetic is native here (see arithmetic.native_bf16)."""
+    return arithmetic.native_bf16(device)
 
 
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
-    if cfg.precision == "auto":
-        return "bf16" if fast_bf16(device) else "fp32"
-    return cfg.precision
+    return arithmetic.resolve(cfg.precision, uses_channels_last(cfg), device)["precision"]
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict) -> None:
+    """Load saved optimizer state, keeping this device's implementation choices (fused on
+    CUDA): a checkpoint from the CPU must not turn fused Adam off on the GPU."""
+    keep = ("fused", "foreach", "capturable")
+    mine = opt.param_groups
+    groups = [{**g, **{k: m[k] for k in keep if k in m}} for g, m in zip(saved["param_groups"], mine)]
+    opt.load_state_dict({**saved, "param_groups": groups})
 
 
 @dataclass
@@ -162,15 +203,16 @@ class Setup:
     memory_format: torch.memory_format
 
 
-def setup(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> Setup:
+def setup(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, arith: dict | None = None) -> Setup:
+    """arith: the run's arithmetic (arithmetic.resolve), saved with it; None resolves it here."""
     cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
-    memory_format = torch.channels_last if uses_channels_last(cfg) else torch.contiguous_format
+    arith = arith or arithmetic.resolve(cfg.precision, uses_channels_last(cfg), device)
+    arithmetic.apply(arith, device)  # CUDA: TF32 off, cuDNN autotuner on (fixed shapes)
+    memory_format = torch.channels_last if arith["memory_format"] == "channels_last" else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     # fused Adam is one kernel per step on CUDA; on this CPU foreach measured faster.
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True if cuda else None)
-    bf16 = resolve_precision(cfg, device) == "bf16"
+    bf16 = arith["precision"] == "bf16"
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16
                 else contextlib.nullcontext)
     # On CUDA, reduce-overhead replays the forward and backward as CUDA graphs: at batch 128
@@ -197,7 +239,7 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
     s.model.train()
     perm = epoch_permutation(n, cfg.seed, state.epoch, device)
     loss_sum = torch.tensor(state.loss_sum, device=device)
-    finite_host = torch.ones((), dtype=torch.bool, pin_memory=device.type == "cuda")
+    watch = LossWatch(device, state.epoch)
     bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {state.epoch}/{cfg.epochs}",
                file=sys.stderr, leave=False, disable=not progress, dynamic_ncols=True)
     for step in range(state.step, end):
@@ -206,12 +248,7 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
         y = d.train_y[idx]
         with s.autocast():
             loss = F.cross_entropy(s.step_model(x), y)
-        if device.type == "cuda":
-            if not finite_host:  # the flag of an earlier step has arrived
-                raise NonFiniteLoss(state.epoch, step, float("nan"))
-            finite_host.copy_(torch.isfinite(loss), non_blocking=True)
-        elif not torch.isfinite(loss):
-            raise NonFiniteLoss(state.epoch, step + 1, loss.item())
+        watch.check(loss, step + 1)
         s.opt.zero_grad(set_to_none=True)
         loss.backward()
         s.opt.step()
@@ -221,6 +258,7 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
         if should_stop():
             break
     bar.close()
+    watch.finish()
     state.loss_sum = loss_sum.item()  # the one host sync of the epoch
     if not math.isfinite(state.loss_sum):
         raise NonFiniteLoss(state.epoch, state.step, state.loss_sum)
@@ -230,16 +268,17 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
 def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[str], None] = print,
           on_epoch_end: Callable[[TrainState, torch.optim.Optimizer], None] | None = None,
           state: TrainState | None = None, optimizer_state: dict | None = None,
-          should_stop: Callable[[], bool] = lambda: False) -> tuple[TrainState, torch.optim.Optimizer]:
+          should_stop: Callable[[], bool] = lambda: False,
+          arith: dict | None = None) -> tuple[TrainState, torch.optim.Optimizer]:
     """Train model on d.train_* with Adam and cross-entropy, validating after every epoch.
 
     Starts afresh, or continues from state (and optimizer_state) exactly where it stood.
     Returns the final state and the optimizer; state.stopped is True when should_stop()
     interrupted it (the state then points at the next step).
     """
-    s = setup(cfg, model, d.train_x.device)
+    s = setup(cfg, model, d.train_x.device, arith)
     if optimizer_state is not None:
-        s.opt.load_state_dict(optimizer_state)
+        load_optimizer_state(s.opt, optimizer_state)
     state = state or TrainState()
     state.stopped = False
     channels_last = s.memory_format == torch.channels_last

@@ -94,14 +94,14 @@ def test_download_verifies_and_renames_only_a_good_file(fake_archive, tmp_path):
     dest2 = tmp_path / "dl2"
     with pytest.raises(CnnlabError, match="download is corrupt"):
         cifar.download(dest2, bad)
-    assert os.listdir(dest2) == []
+    assert not dest2.exists()  # nothing left behind, not even the folder it made
 
 
 def test_download_failure_says_where_to_put_the_archive(tmp_path):
     spec = cifar.CifarSpec(url=(tmp_path / "missing.tar.gz").as_uri())
     with pytest.raises(CnnlabError, match=f"could not download.*put {ARCHIVE}"):
         cifar.download(tmp_path / "dl", spec)
-    assert os.listdir(tmp_path / "dl") == []
+    assert not (tmp_path / "dl").exists()
 
 
 def test_defaults_fall_back_to_the_download(fake_archive, tmp_path, monkeypatch):

@@ -84,7 +84,11 @@ def test_models_and_data_commands(real_subset, tmp_path, capsys):
     grid = tmp_path / "grid.png"
     assert main(["data", "show", "--data", str(real_subset), "--per-class", "4", "--out", str(grid)]) == 0
     assert grid.read_bytes()[:4] == b"\x89PNG"
-    assert main(["data", "show", "--data", str(real_subset), "--out", str(grid)]) == 2  # never overwrites
+    assert main(["data", "show", "--data", str(real_subset), "--out", str(grid)]) == 0  # its own grid: replaced
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"not cnnlab's")
+    assert main(["data", "show", "--data", str(real_subset), "--out", str(mine)]) == 2  # never a user's file
+    assert mine.read_bytes() == b"not cnnlab's"
 
 
 @pytest.mark.parametrize("args,message", [

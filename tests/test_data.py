@@ -100,7 +100,7 @@ def test_cache_never_goes_into_the_data_folder(tmp_path):
 @pytest.mark.parametrize("damage,message", [
     (lambda r: (r / "train" / "b").rename(r / "train" / "c"), "different classes"),
     (lambda r: [p.unlink() for p in (r / "test" / "b").iterdir()], "test/b has no images"),
-    (lambda r: (r / "test").rename(r / "tests"), "holds no dataset"),
+    (lambda r: (r / "test").rename(r / "tests"), r"test is missing \(there is tests/: rename it to test/\)"),
 ])
 def test_bad_folders_are_clear_errors(tmp_path, damage, message):
     root = make_image_folder(tmp_path / "d", classes=("a", "b"), n_train=2, n_test=1)

@@ -10,13 +10,16 @@
 One module per group of commands; each has register(sub, parents), which adds its parsers,
 and cmd_* functions that call the library. Nothing here imports torch until a command runs.
 User mistakes end with one 'cnnlab: error: ...' line and exit status 2; --debug shows the traceback.
+A reader that goes away (cnnlab summary --json | head) ends any command quietly, with status 0.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
+from .. import __version__, files
 from ..errors import CnnlabError, CnnlabWarning
 from . import data, evaluate, network, train
 
@@ -34,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="cnnlab", description="Teach and train convolutional neural "
                                 "networks on CIFAR-10 and image-folder datasets.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     # --debug also after the command; SUPPRESS keeps a subcommand from resetting it to False.
     debug = Parser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -49,9 +53,30 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"cnnlab: warning: {text}", file=sys.stderr)
 
 
+def _reader_gone() -> int:
+    """stdout's reader went away (cnnlab shape ... | head -2): end quietly, like cat or ls.
+
+    Further writes, including the interpreter's last flush, go to /dev/null.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
+
+
 def main(argv=None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a reader that left shows up here, not at the interpreter's exit
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _main(argv) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help and --version print here
     warnings.showwarning = _show_warning
     try:
         return args.func(args)
@@ -60,6 +85,13 @@ def main(argv=None) -> int:
             raise
         print(f"cnnlab: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
+    except OSError as e:
+        # Any command's file that could not be written (full or read-only disk, no permission,
+        # a missing folder): one line that names the disk and folder, never a traceback.
+        if args.debug or isinstance(e, BrokenPipeError) or e.errno not in files.USER_FIXABLE or not e.filename:
+            raise
+        print(f"cnnlab: error: {files.describe_write_error(e, e.filename)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         if args.debug:
             raise

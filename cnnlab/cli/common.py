@@ -5,9 +5,16 @@ import argparse
 import os
 import sys
 
-DATA_HELP = ("dataset: an image folder with train/<class>/ and test/<class>/, the CIFAR-10 "
-             "python archive, or its cifar-10-batches-py/ folder (default: $CNNLAB_DATA, ./data, "
-             "../shared/datasets/cifar10-jpeg, else download CIFAR-10)")
+DATA_DEFAULT = "$CNNLAB_DATA, ./data, ../shared/datasets/cifar10-jpeg, else download CIFAR-10"
+
+
+def data_help(default: str = DATA_DEFAULT) -> str:
+    """The --data help, with one default (evaluate's is the run's own data)."""
+    return ("dataset: an image folder with train/<class>/ and test/<class>/, the CIFAR-10 "
+            f"python archive, or its cifar-10-batches-py/ folder (default: {default})")
+
+
+DATA_HELP = data_help()
 
 
 def int_at_least(minimum: int):
@@ -26,6 +33,18 @@ def int_at_least(minimum: int):
 
 
 positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+
+def val_size(text: str) -> int | str:
+    """--val-size: a count of images (5000) or a percentage of the training split (10%)."""
+    from ..data import parse_val_size  # noqa: PLC0415 - the CLI imports the library lazily
+    from ..errors import CnnlabError
+    try:
+        value = parse_val_size(text)
+    except CnnlabError:
+        raise argparse.ArgumentTypeError(f"expected a count of images (e.g. 5000) or a percentage "
+                                         f"below 100 (e.g. 10%), got {text!r}") from None
+    return value if isinstance(value, int) else text.strip().replace(" ", "")
 
 
 def positive_float(text: str) -> float:

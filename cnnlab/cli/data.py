@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import CnnlabError
 from .common import DATA_HELP, positive_int
 
 def cmd_data_info(args) -> int:
@@ -13,12 +12,12 @@ def cmd_data_info(args) -> int:
     counts = {split: [int((y == c).sum()) for c in range(len(d.classes))]
               for split, y in (("train", d.train_y), ("test", d.test_y))}
     if args.json:
-        print(json.dumps({"source": d.source, "cache": d.cache_path, "fingerprint": d.fingerprint,
+        print(json.dumps({"source": d.source, "cache": d.cache_path or None, "fingerprint": d.fingerprint,
                           "image_shape": list(d.train_x.shape[1:]), "classes": d.classes,
                           "counts": counts}, indent=2))
         return 0
     print(f"source:      {d.source}")
-    print(f"cache:       {d.cache_path}")
+    print(f"cache:       {d.cache_path or 'none (the cache folder is unusable, see the warning)'}")
     print(f"fingerprint: {d.fingerprint[:16]}")
     print(f"images:      {len(d.train_y)} train, {len(d.test_y)} test, "
           f"{'x'.join(map(str, d.train_x.shape[1:]))} uint8")
@@ -30,13 +29,26 @@ def cmd_data_info(args) -> int:
 
 def cmd_data_show(args) -> int:
     from .. import data as data_mod
-    from ..plots import sample_grid
-    if Path(args.out).exists():
-        raise CnnlabError(f"{args.out} already exists: choose another --out or delete it first")
+    from ..files import make_folder
+    from ..plots import check_target, sample_grid
+    from ..text import plural
+    if args.out is not None:
+        check_target(args.out)  # before the data are read
     d = data_mod.load(args.data, strict=args.strict)
+    out = Path(args.out) if args.out is not None else data_mod.samples_path(d.source, args.split)
+    if args.out is None:
+        make_folder(out.parent)
+        check_target(out)
     x, y = (d.train_x, d.train_y) if args.split == "train" else (d.test_x, d.test_y)
-    out = sample_grid(x.numpy(), y.numpy(), d.classes, args.out, args.per_class, args.seed)
-    print(f"Wrote {out} ({args.per_class} {args.split} images per class, {len(d.classes)} classes)")
+    grid = sample_grid(x.numpy(), y.numpy(), d.classes, out, args.per_class, args.seed)
+    shown = grid["per_class"]
+    note = ""
+    if grid["fewest"] < args.per_class:
+        note = (f"; asked for {args.per_class}, but the largest class has {shown} and the smallest "
+                f"{grid['fewest']}" if grid["fewest"] < shown else
+                f"; asked for {args.per_class}, but the {args.split} split has only {shown} per class")
+    print(f"Wrote {grid['path']} ({plural(shown, args.split + ' image')} per class, "
+          f"{plural(len(d.classes), 'class', 'classes')}{note})")
     return 0
 
 
@@ -57,5 +69,7 @@ def register(sub, parents) -> None:
     ds.add_argument("--per-class", type=positive_int, default=10, help="images per class (default: 10)")
     ds.add_argument("--split", choices=["train", "test"], default="train", help="which split (default: train)")
     ds.add_argument("--seed", type=int, default=0, help="which random images (default: 0)")
-    ds.add_argument("--out", metavar="FILE", default="samples.png", help="PNG file to write (default: samples.png)")
+    ds.add_argument("--out", metavar="FILE",
+                    help="PNG file to write; an existing file is replaced only if cnnlab wrote it "
+                    "(default: runs/samples/<dataset>-<split>.png)")
     ds.set_defaults(func=cmd_data_show)

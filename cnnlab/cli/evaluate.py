@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 
 from ..errors import CnnlabWarning
-from .common import DATA_HELP
+from .common import data_help
 
 
 def cmd_evaluate(args) -> int:
@@ -20,6 +20,7 @@ def register(sub, parents) -> None:
     e = sub.add_parser("evaluate", parents=parents, help="test accuracy of a saved run",
                        description="Reload a run's weights and print its test accuracy.")
     e.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'cnnlab train'")
-    e.add_argument("--data", metavar="PATH", help=DATA_HELP + "; default: the run's own data")
+    e.add_argument("--data", metavar="PATH",
+                   help=data_help("the data the run was trained on, as saved in its config.json"))
     e.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     e.set_defaults(func=cmd_evaluate)

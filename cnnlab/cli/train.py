@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import CnnlabError
-from .common import DATA_HELP, non_negative_int, positive_float, positive_int, say
+from .common import DATA_HELP, positive_float, positive_int, say, val_size
 
 RECIPE_FLAGS = ["model", "epochs", "batch_size", "lr", "seed", "val_size", "device", "data", "max_steps",
                 "eval_batch_size", "channels_last", "compile", "precision", "strict"]
@@ -36,14 +36,18 @@ def register(sub, parents) -> None:
     t.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: 128)")
     t.add_argument("--lr", type=positive_float, help="Adam learning rate (default: 1e-3)")
     t.add_argument("--seed", type=int, help="seed for initialization, split and batch order (default: 0)")
-    t.add_argument("--val-size", type=non_negative_int,
-                   help="training images held out for validation (default: 5000)")
+    t.add_argument("--val-size", type=val_size, metavar="N|P%",
+                   help="training images held out for validation: a count (5000) or a percentage of the "
+                   "training split (10%%); 0 validates nothing (default: 10%%, which is 5000 on CIFAR-10)")
     t.add_argument("--device", help="auto (CUDA when present), cpu or cuda (default: auto)")
     t.add_argument("--out", metavar="DIR", help="run folder, must be new or empty (default: runs/<date-time>-<model>)")
     t.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint, exactly as if it had "
-                   "not stopped; --device and --data may be given, other settings must match the run's")
-    t.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps (quick checks)")
+                   "not stopped; --device and --data may be given, --precision switches the run's arithmetic "
+                   "(recorded), other settings must match the run's")
+    t.add_argument("--max-steps", type=positive_int,
+                   help="end the run after this many optimizer steps in all, then test and save as usual: "
+                   "a quick check that a setup works end to end (default: no limit)")
     t.add_argument("--eval-batch-size", type=positive_int,
                    help="images per batch when evaluating (default: 1000)")
     t.add_argument("--strict", action="store_true", default=None,

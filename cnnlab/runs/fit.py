@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import signal
 import threading
@@ -14,11 +15,14 @@ from typing import Callable
 
 import torch
 
-from .. import checkpoints, data as data_mod, models
+from .. import arithmetic, checkpoints, data as data_mod, files, models
 from ..errors import CnnlabError
 from ..evaluate import evaluate
-from ..train import NonFiniteLoss, TrainConfig, TrainState, pick_device, prepare, train, uses_channels_last
-from .folder import HISTORY_FIELDS, _number, describe, new_run_dir, read_config, versions, write_json
+from ..text import plural
+from ..train import (NonFiniteLoss, TrainConfig, TrainState, pick_device, prepare, resolve_precision, train,
+                     uses_channels_last)
+from .folder import HISTORY_FIELDS, _number, describe, make_run_dir, plan_run_dir, read_config, versions, write_json
+from .lock import LOCK_NAME, hold
 
 class Interrupted(CnnlabError):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint; exit 128 + the signal."""
@@ -64,44 +68,88 @@ def _model_and_data(cfg: TrainConfig, data, device):
     return model, prepare(data, cfg, device)
 
 
-def run_train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
-    """Load data, build the model, train, test, and write a new run folder. Returns metrics."""
+def say(line: str) -> None:
+    print(line, flush=True)  # a log file shows each line at once
+
+
+def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
+    """Load data, build the model, train, test, and write a new run folder. Returns metrics.
+
+    Everything that can be refused (settings, data, --val-size, the folder and its disk) is
+    checked before the run folder is made, so a refused run leaves nothing behind.
+    """
     cfg.validate()
     models.create(cfg.model)  # an unknown name fails before any data is read
     device = pick_device(cfg.device)
+    planned = plan_run_dir(cfg.out, cfg.model)
     data = data_mod.load(cfg.data, strict=cfg.strict)
-    out = new_run_dir(cfg.out, cfg.model)
-    cfg = replace(cfg, out=str(out))
-    model, d = _model_and_data(cfg, data, device)
-    config = describe(cfg, data, d, device, model)
-    write_json(out / "config.json", config)
-    log(f"Training {cfg.model} ({config['params']:,} parameters) on {len(d.train_y)} images from "
-        f"{data.source} ({len(d.val_y)} to validate, {len(d.test_y)} to test), {device}, "
-        f"{config['precision']}; run folder {out}")
-    return _fit(out, cfg, config, model, d, TrainState(), None, log)
+    n_val = data_mod.val_count(cfg.val_size, len(data.train_y))
+    n_train = len(data.train_y) - n_val
+    # The absolute path, so that evaluate and --resume find the data from any folder.
+    where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
+    torch.manual_seed(cfg.seed)
+    model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], data.train_x.shape[-1])
+    existed = planned.exists()
+    out = make_run_dir(planned)
+    cfg = replace(cfg, out=str(out), data=where)
+    with hold(out):
+        # Said before the data statistics and the first epoch, so a log shows life at once.
+        log(f"Training {cfg.model} ({models.count_params(model):,} parameters) on {plural(n_train, 'image')} "
+            f"from {data.source} ({n_val} to validate, {len(data.test_y)} to test), {device}, "
+            f"{resolve_precision(cfg, device)}; run folder {out}")
+        try:
+            d = prepare(data, cfg, device)
+            config = describe(cfg, data, d, device, model)
+            write_json(out / "config.json", config)
+        except BaseException:
+            if not existed:
+                (out / LOCK_NAME).unlink(missing_ok=True)
+                files.remove_if_empty(out)
+            raise
+        with _disk_errors(out):
+            return _fit(out, cfg, config, model, d, TrainState(), None, log)
 
 
 # Flags that a resumed run may change: where it runs and where its (identical) data lives.
+# --precision may be given too: it switches the run's arithmetic, and config.json records it.
 RESUME_MAY_CHANGE = {"device", "data", "out", "strict"}
 
 
-def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], None] = print) -> dict:
+def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], None] = say) -> dict:
     """Continue an interrupted run from its last checkpoint, exactly where it stood.
 
     overrides are settings given again on the command line: device and data may differ;
-    any other that differs from the run's own is refused, since the run would no longer
-    be the one it started as.
+    --precision switches the run's arithmetic (recorded); any other that differs from the
+    run's own is refused, since the run would no longer be the one it started as. The run
+    folder is locked meanwhile: a second process resuming it is refused.
     """
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    read_config(run_dir)  # a run folder, before a lock file is put in it
+    with hold(run_dir):
+        return _resume(run_dir, read_config(run_dir), dict(overrides or {}), log)
+
+
+def saved_arithmetic(config: dict) -> dict:
+    """The run's arithmetic from config.json (runs from before it was saved: rebuilt)."""
+    if "arithmetic" in config:
+        return config["arithmetic"]
+    channels_last = uses_channels_last(TrainConfig.from_dict(config["config"]))
+    return {"precision": config["precision"], "memory_format": "channels_last" if channels_last else "contiguous"}
+
+
+def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], None]) -> dict:
+    precision = overrides.pop("precision", None)
     saved = TrainConfig.from_dict(config["config"])
-    for key, value in (overrides or {}).items():
+    for key, value in overrides.items():
         if key not in RESUME_MAY_CHANGE and getattr(saved, key) != value:
-            raise CnnlabError(f"--{key.replace('_', '-')} {value} differs from the run's "
-                              f"{getattr(saved, key)}: a resumed run keeps its recipe; start a new "
-                              f"run with --out to train with other settings")
-    cfg = replace(saved, **{k: v for k, v in (overrides or {}).items() if k in RESUME_MAY_CHANGE and v is not None},
-                  out=str(run_dir))
+            flag, was = f"--{key.replace('_', '-')}", getattr(saved, key)
+            setting = f"the run's {was}" if was is not None else f"the run, where {flag} was not set"
+            raise CnnlabError(f"{flag} {value} differs from {setting}: a resumed run keeps its recipe; "
+                              f"start a new run with --out to train with other settings")
+    overrides = {k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE and v is not None}
+    if overrides.get("data") is not None:
+        overrides["data"] = str(Path(overrides["data"]).expanduser().resolve())
+    cfg = replace(saved, **overrides, out=str(run_dir))
     cfg.validate()
     checkpoints.remove_partial_writes(run_dir)
     ckpt = None
@@ -115,6 +163,8 @@ def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], No
             raise CnnlabError(f"{run_dir} has finished all {cfg.epochs} epochs: nothing to resume; "
                               f"see its metrics.json or run 'cnnlab evaluate {run_dir}'")
     device = pick_device(cfg.device)
+    arith, change = arithmetic.for_resume(saved_arithmetic(config), device, precision)
+    cfg = replace(cfg, channels_last=arith["memory_format"] == "channels_last")
     data = data_mod.load(cfg.data, strict=cfg.strict)
     if data.fingerprint != config["data"]["fingerprint"]:
         raise CnnlabError(f"the data at {data.source} differ from the data {run_dir} was trained on "
@@ -126,9 +176,31 @@ def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], No
         model.load_state_dict(ckpt["model_state"])
         state = TrainState(**ckpt["state"])
         opt_state = ckpt["optimizer_state"]
-        checkpoints.set_rng_state(ckpt["rng"])
-    log(f"Resuming {run_dir} at epoch {state.epoch}, step {state.step}")
-    return _fit(run_dir, cfg, config, model, d, state, opt_state, log)
+        checkpoints.set_rng_state(ckpt["rng"], device)
+    if change is not None or arith != config.get("arithmetic"):
+        changes = config.get("arithmetic_changes", [])
+        if change is not None:
+            changes = [*changes, {"epoch": state.epoch, "step": state.step, **change}]
+        config = {**config, "arithmetic": arith, "precision": arith["precision"], "arithmetic_changes": changes}
+        write_json(run_dir / "config.json", config)
+    log(f"Resuming {run_dir} at epoch {state.epoch}, step {state.step}, {device}, {arith['precision']}")
+    with _disk_errors(run_dir):
+        return _fit(run_dir, cfg, config, model, d, state, opt_state, log)
+
+
+@contextlib.contextmanager
+def _disk_errors(out: Path):
+    """A file of the run that cannot be written (full disk, ...) ends the run with one line that
+    says what is kept and how to continue; atomic writes leave every earlier file whole."""
+    try:
+        yield
+    except files.WriteError as e:
+        kept = "no checkpoint was written yet"
+        if (out / "checkpoint.pt").exists():
+            done = len(checkpoints.load_checkpoint(out / "checkpoint.pt")["state"]["history"])
+            kept = f"the last complete checkpoint ({plural(done, 'epoch')} done) is kept in {out}/checkpoint.pt"
+        raise CnnlabError(f"{e}; {kept}; once it can be written, continue with: "
+                          f"cnnlab train --resume {out}") from None
 
 
 def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState, opt_state,
@@ -154,7 +226,8 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
             # The learning rate is constant; the batch order is a pure function of (seed, epoch).
             "schedule": {"kind": "constant", "lr": cfg.lr, "epochs": cfg.epochs},
             "permutation": {"seed": cfg.seed, "epoch": state.epoch},
-            "data": config["data"], "versions": versions(), "rng": checkpoints.rng_state()})
+            "data": config["data"], "arithmetic": config["arithmetic"], "versions": versions(),
+            "rng": checkpoints.rng_state(device)})
 
     def on_epoch_end(state: TrainState, opt) -> None:
         write_history(state.history)
@@ -163,7 +236,8 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     write_history(state.history)
     with StopSignals() as stop:
         try:
-            state, opt = train(cfg, model, d, log, on_epoch_end, state, opt_state, stop.requested)
+            state, opt = train(cfg, model, d, log, on_epoch_end, state, opt_state, stop.requested,
+                               config["arithmetic"])
         except NonFiniteLoss as e:
             kept = (f"the last good checkpoint (epoch {state.epoch - 1}) is kept in {out}/checkpoint.pt"
                     if (out / "checkpoint.pt").exists() else "no checkpoint was written")
@@ -182,8 +256,9 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
                "val_acc": _number(state.history[-1]["val_acc"]), "epochs": len(state.history),
                "steps": state.steps, "train_seconds": state.elapsed,
                "params": models.count_params(model), "device": str(device)}
-    write_json(out / "metrics.json", metrics)
     from ..plots import plot_curves  # matplotlib is imported only when a figure is drawn
-    plot_curves(out / "history.csv", out / "curves.png", title=f"{cfg.model} on {Path(config['data']['source']).name}")
+    plot_curves(out / "history.csv", out / "curves.png", title=f"{cfg.model} on {Path(config['data']['source']).name}",
+                test_acc=test["acc"])
+    write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     log(f"Run saved in {out}")
     return {**metrics, "out": str(out)}

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__, checkpoints, models
+from .. import __version__, checkpoints, files, models
 from ..errors import CnnlabError
-from ..train import TrainConfig, resolve_precision
+from .. import arithmetic
+from ..train import TrainConfig, uses_channels_last
 
 HISTORY_FIELDS = ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc"]
 
@@ -35,8 +36,9 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def new_run_dir(out: str | None, model: str) -> Path:
-    """The run folder, created empty; an existing non-empty folder is never written into."""
+def plan_run_dir(out: str | None, model: str) -> Path:
+    """The run folder to train into, checked but not yet created: a new or empty folder whose
+    disk we may write to. An existing non-empty folder is never written into."""
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path, k = Path("runs") / f"{stamp}-{model}", 1
@@ -48,8 +50,18 @@ def new_run_dir(out: str | None, model: str) -> Path:
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise CnnlabError(f"--out {path} already exists and is not empty: choose a new folder "
                               f"so no earlier run is overwritten")
-    path.mkdir(parents=True, exist_ok=True)
+    files.check_writable_folder(path, "the run folder")
     return path
+
+
+def make_run_dir(path: Path) -> Path:
+    """Create the folder planned by plan_run_dir (call it once everything else was checked)."""
+    return files.make_folder(path)
+
+
+def new_run_dir(out: str | None, model: str) -> Path:
+    """The run folder, created empty; an existing non-empty folder is never written into."""
+    return make_run_dir(plan_run_dir(out, model))
 
 
 def write_json(path: Path, obj) -> None:
@@ -61,8 +73,9 @@ def describe(cfg: TrainConfig, data, d, device, model) -> dict:
     info = {"source": data.source, "fingerprint": data.fingerprint, "classes": data.classes,
             "image_size": data.train_x.shape[-1], "mean": d.mean, "std": d.std,
             "train": len(d.train_y), "val": len(d.val_y), "test": len(d.test_y)}
+    arith = arithmetic.resolve(cfg.precision, uses_channels_last(cfg), device)
     return {"config": cfg.to_dict(), "data": info, "device": str(device),
-            "precision": resolve_precision(cfg, device), "threads": torch.get_num_threads(),
+            "precision": arith["precision"], "arithmetic": arith, "threads": torch.get_num_threads(),
             "params": models.count_params(model),
             "versions": versions(), "command": " ".join(sys.argv)}
 
@@ -74,6 +87,9 @@ def _number(x: float) -> float | None:
 
 def read_config(run_dir: Path) -> dict:
     path = Path(run_dir) / "config.json"
+    if not Path(run_dir).exists():
+        raise CnnlabError(f"{run_dir} does not exist: pass a run folder made by 'cnnlab train' "
+                          f"(by default under runs/)")
     if not path.is_file():
         raise CnnlabError(f"{run_dir} is not a run folder (no config.json): pass a folder made by "
                           f"'cnnlab train'")
