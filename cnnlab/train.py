@@ -2,11 +2,13 @@
 
     cfg = TrainConfig(epochs=20)
     d = prepare(cnnlab.data.load(), cfg, torch.device("cpu"))
-    state, opt = train(cfg, model, d)     # prints the report's two lines per epoch
+    state, s = train(cfg, model, d)       # prints the report's two lines per epoch
 
 The whole training split lives on the training device as one uint8 tensor; a batch is an
 index into it, drawn from a permutation that is a pure function of (seed, epoch), so any
 epoch can be replayed exactly. Nothing per-image happens in Python during an epoch.
+The recipe's pieces (optimizer, schedule, augmentation, averaging) are composed in train_epoch,
+with no branch per recipe.
 """
 from __future__ import annotations
 
@@ -21,24 +23,22 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import arithmetic
+from . import arithmetic, augment, averaging, optim
 from .data import ImageData, channel_stats, normalize, parse_val_size, split_indices
 from .errors import CnnlabError
 from .evaluate import evaluate
+from .recipes.schema import Recipe, build, check
+from .schedules import lr_factor
 
 
 @dataclass
-class TrainConfig:
-    model: str = "seed"
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3  # Adam
-    seed: int = 0  # model init, train/validation split and batch order
-    val_size: int | str = "10%"  # held out for validation: a count, or a percentage of the training split
+class TrainConfig(Recipe):
+    """A run's settings: the recipe's fields (cnnlab.recipes.schema.Recipe) and where and how it runs."""
+    seed: int = 0  # model init, train/validation split, batch order, augmentation, dropout
     device: str = "auto"  # auto | cpu | cuda
     data: str | None = None  # dataset path; None searches the defaults (cnnlab.data.resolve)
     out: str | None = None  # run folder; None -> runs/<date-time>-<model>
-    max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
+    max_steps: int | None = None  # stop after this many optimizer steps (quick checks, sprints)
     eval_batch_size: int = 1000
     channels_last: bool | None = None  # None: on (see uses_channels_last)
     compile: bool = False  # torch.compile the model (CUDA: faster after warm-up)
@@ -50,22 +50,32 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise CnnlabError(f"--{name.replace('_', '-')} must be a positive integer, "
                                   f"got {getattr(self, name)}")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise CnnlabError(f"--lr must be a positive number, got {self.lr}")
+        if not self.optimizer.lr > 0 or not math.isfinite(self.optimizer.lr):
+            raise CnnlabError(f"--lr must be a positive number, got {self.optimizer.lr}")
         if self.max_steps is not None and self.max_steps < 1:
             raise CnnlabError(f"--max-steps must be a positive integer, got {self.max_steps}")
         parse_val_size(self.val_size)
         if self.precision not in ("auto", "fp32", "bf16"):
             raise CnnlabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
+        check(self, f"recipe {self.recipe}")  # every other field's type and range
         return self
+
+    @property
+    def lr(self) -> float:
+        """The peak learning rate (the recipe's optimizer.lr)."""
+        return self.optimizer.lr
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """The config saved in a run's config.json (keys from other versions are ignored)."""
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        """The config saved in a run's config.json. Keys from other versions are ignored; a
+        config from before recipes (flat, with lr) is the report's recipe with its values."""
+        d = dict(d)
+        if "optimizer" not in d and "lr" in d:
+            d["optimizer"] = {"lr": d["lr"]}
+        return build(cls, d, "config.json", lenient=True)
 
 
 def pick_device(name: str) -> torch.device:
@@ -201,6 +211,12 @@ class Setup:
     opt: torch.optim.Optimizer
     autocast: Callable  # () -> context manager for the forward pass
     memory_format: torch.memory_format
+    averager: averaging.WeightAverage | None = None  # the recipe's weight averaging, if any
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The network to validate, test and save: the averaged weights when averaging is on."""
+        return self.averager.model if self.averager is not None else self.model
 
 
 def setup(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, arith: dict | None = None) -> Setup:
@@ -210,16 +226,22 @@ def setup(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, arith:
     arithmetic.apply(arith, device)  # CUDA: TF32 off, cuDNN autotuner on (fixed shapes)
     memory_format = torch.channels_last if arith["memory_format"] == "channels_last" else torch.contiguous_format
     model.to(device, memory_format=memory_format)
-    # fused Adam is one kernel per step on CUDA; on this CPU foreach measured faster.
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True if cuda else None)
+    opt = optim.build(model, cfg.optimizer, device)
     bf16 = arith["precision"] == "bf16"
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16
                 else contextlib.nullcontext)
+    averager = averaging.create(cfg.averaging, model)
     # On CUDA, reduce-overhead replays the forward and backward as CUDA graphs: at batch 128
     # this network is bound by kernel launches, not arithmetic. (Not yet measured on a GPU.)
     step_model = (torch.compile(model, mode="reduce-overhead" if cuda else "default")
                   if cfg.compile else model)
-    return Setup(model, step_model, opt, autocast, memory_format)
+    return Setup(model, step_model, opt, autocast, memory_format, averager)
+
+
+def total_steps(cfg: TrainConfig, n: int) -> int:
+    """Optimizer steps in the whole run (the schedule's length): all epochs, or the step cap."""
+    steps = cfg.epochs * math.ceil(n / cfg.batch_size)
+    return steps if cfg.max_steps is None else min(steps, cfg.max_steps)
 
 
 def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
@@ -231,30 +253,45 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
     state pointing at the next step, when max_steps are taken or should_stop() says so.
     Raises NonFiniteLoss when a step's loss is nan or inf (on CUDA, within a few steps:
     checking every step would make the host wait for the device).
+
+    Each step composes the recipe's pieces: the schedule's learning rate (cnnlab.schedules),
+    the batch's augmentation (cnnlab.augment), label smoothing, the optimizer's step with
+    decoupled weight decay (cnnlab.optim), weight averaging (cnnlab.averaging). Every random
+    draw, the model's own (dropout) included, is a pure function of (seed, epoch, step).
     """
     device = d.train_x.device
     n = len(d.train_y)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     end = steps_per_epoch if max_steps is None else min(steps_per_epoch, state.step + max_steps)
+    total = total_steps(cfg, n)
     s.model.train()
     perm = epoch_permutation(n, cfg.seed, state.epoch, device)
+    augmenting = augment.active(cfg.augment)
+    bits = augment.flip_bits(n, cfg.seed).to(device) if cfg.augment.flip == "alternating" else None
     loss_sum = torch.tensor(state.loss_sum, device=device)
     watch = LossWatch(device, state.epoch)
     bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {state.epoch}/{cfg.epochs}",
                file=sys.stderr, leave=False, disable=not progress, dynamic_ncols=True)
     for step in range(state.step, end):
+        optim.set_lr(s.opt, lr_factor(cfg.schedule, state.steps, total))
+        torch.manual_seed(augment.step_seed(cfg.seed, state.epoch, step, "model"))  # dropout's draws
         idx = perm[step * cfg.batch_size: (step + 1) * cfg.batch_size]
-        x = normalize(d.train_x[idx], d.mean_t, d.std_t).contiguous(memory_format=s.memory_format)
+        x = normalize(d.train_x[idx], d.mean_t, d.std_t)
+        if augmenting:
+            x = augment.augment_batch(x, idx, cfg.augment, cfg.seed, state.epoch, step, bits)
+        x = x.contiguous(memory_format=s.memory_format)
         y = d.train_y[idx]
         with s.autocast():
-            loss = F.cross_entropy(s.step_model(x), y)
+            loss = F.cross_entropy(s.step_model(x), y, label_smoothing=cfg.label_smoothing)
         watch.check(loss, step + 1)
         s.opt.zero_grad(set_to_none=True)
         loss.backward()
-        s.opt.step()
+        optim.step(s.opt)
         loss_sum += loss.detach()
         bar.update()
         state.step, state.steps = step + 1, state.steps + 1
+        if s.averager is not None:
+            s.averager.update(s.model, state.steps)
         if should_stop():
             break
     bar.close()
@@ -266,19 +303,22 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
 
 
 def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[str], None] = print,
-          on_epoch_end: Callable[[TrainState, torch.optim.Optimizer], None] | None = None,
+          on_epoch_end: Callable[[TrainState, Setup], None] | None = None,
           state: TrainState | None = None, optimizer_state: dict | None = None,
           should_stop: Callable[[], bool] = lambda: False,
-          arith: dict | None = None) -> tuple[TrainState, torch.optim.Optimizer]:
-    """Train model on d.train_* with Adam and cross-entropy, validating after every epoch.
+          averaging_state: dict | None = None, arith: dict | None = None) -> tuple[TrainState, Setup]:
+    """Train model on d.train_* as the recipe in cfg says, validating after every epoch.
 
-    Starts afresh, or continues from state (and optimizer_state) exactly where it stood.
-    Returns the final state and the optimizer; state.stopped is True when should_stop()
+    Starts afresh, or continues from state (with optimizer_state and averaging_state)
+    exactly where it stood. Returns the final state and the Setup (its opt, its averager,
+    and eval_model: the network to test and save); state.stopped is True when should_stop()
     interrupted it (the state then points at the next step).
     """
     s = setup(cfg, model, d.train_x.device, arith)
     if optimizer_state is not None:
         load_optimizer_state(s.opt, optimizer_state)
+    if averaging_state is not None and s.averager is not None:
+        s.averager.load_state_dict(averaging_state)
     state = state or TrainState()
     state.stopped = False
     channels_last = s.memory_format == torch.channels_last
@@ -290,8 +330,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[
         capped = cfg.max_steps is not None and state.steps >= cfg.max_steps
         if should_stop() and not capped and state.step < math.ceil(len(d.train_y) / cfg.batch_size):
             state.stopped = True
-            return state, s.opt
-        val = evaluate(model, d.val_x, d.val_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last)
+            return state, s
+        val = evaluate(s.eval_model, d.val_x, d.val_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last)
         row = {"epoch": state.epoch, "iters": state.step, "avg_loss": avg_loss,
                "elapsed_s": state.elapsed, "val_acc": val["acc"]}
         state.history.append(row)
@@ -303,8 +343,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[
         if capped:
             state.epoch = cfg.epochs + 1  # a step cap ends the run
         if on_epoch_end is not None:
-            on_epoch_end(state, s.opt)
+            on_epoch_end(state, s)
         if should_stop() and state.epoch <= cfg.epochs:
             state.stopped = True
-            return state, s.opt
-    return state, s.opt
+            return state, s
+    return state, s

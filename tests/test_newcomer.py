@@ -182,7 +182,7 @@ def test_other_file_system_errors_are_one_line_too(monkeypatch, capsys):
 def test_files_of_a_run_follow_the_umask(run):
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir()}
     assert set(modes) == {"config.json", "history.csv", "checkpoint.pt", "model.safetensors",
-                          "metrics.json", "curves.png"}
+                          "metrics.json", "curves.png", ".lock"}
     assert set(modes.values()) == {0o640}, modes
 
 
@@ -296,7 +296,7 @@ def test_evaluate_from_another_folder_uses_the_absolute_data_path(run, tmp_path,
     assert main(["evaluate", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     out, err = capsys.readouterr()
-    assert out.strip() == f"Test Accuracy: {metrics['test_acc']:.3f} %" and err == ""
+    assert out.splitlines()[0] == f"Test Accuracy: {metrics['test_acc']:.3f} %" and err == ""  # per class follows
 
 
 # ---------------------------------------------------------------- polish

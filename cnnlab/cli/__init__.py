@@ -1,7 +1,13 @@
 """The cnnlab command line: parses flags, builds configs, calls library functions, prints.
 
-    cnnlab train [--data PATH] [--model seed] [--epochs 20] ...   train and test, write a run folder
-    cnnlab evaluate RUN_DIR                                        test accuracy of a saved run
+    cnnlab train [--recipe NAME] [--data PATH] [--epochs 20] ...  train and test, write a run folder
+    cnnlab train --seeds 0-4                                       the same, once per seed, into a group folder
+    cnnlab recipes [--json]                                        the shipped training recipes
+    cnnlab evaluate RUN_DIR                                        test accuracy, per class, confusion, calibration
+    cnnlab predict RUN_DIR IMAGE_OR_FOLDER...                      top classes of your own images
+    cnnlab report RUN_DIR [RUN_DIR...]                             one self-contained HTML page
+    cnnlab export RUN_DIR [--out FILE]                             ONNX file for onnxruntime, checked
+    cnnlab compare GROUP_A GROUP_B                                 mean, 95 % CI, Welch's t-test per group
     cnnlab data info | data show                                   what the dataset holds, a sample grid
     cnnlab models                                                  registered models
     cnnlab shape 1,1,32,32 "conv(1,k=7,p=same)"                    conv/pool output-size arithmetic
@@ -21,9 +27,9 @@ import warnings
 
 from .. import __version__, files
 from ..errors import CnnlabError, CnnlabWarning
-from . import data, evaluate, network, train
+from . import compare, data, evaluate, export, network, predict, recipes, report, train
 
-COMMANDS = [train, evaluate, data, network]  # each module's register() adds its subcommands, in this order
+COMMANDS = [train, recipes, evaluate, predict, report, compare, export, data, network]  # each module's register() adds its subcommands, in this order
 
 
 class Parser(argparse.ArgumentParser):

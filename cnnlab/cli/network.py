@@ -10,9 +10,10 @@ def cmd_models(args) -> int:
     if args.json:
         print(json.dumps([{"name": n, "params": p, "description": d} for n, p, d in rows], indent=2))
         return 0
-    print(f"{'model':<10}{'params':>9}  description (params for CIFAR-10: 3x32x32 in, 10 classes)")
+    width = max(len("model"), *(len(name) for name, _, _ in rows)) + 2
+    print(f"{'model':<{width}}{'params':>10}  description (params for CIFAR-10: 3x32x32 in, 10 classes)")
     for name, params, description in rows:
-        print(f"{name:<10}{params:>9,}  {description}")
+        print(f"{name:<{width}}{params:>10,}  {description}")
     return 0
 
 SHAPE_EPILOG = """layers (name or name(args); args by position or key=value):

@@ -6,45 +6,104 @@ import argparse
 from ..errors import CnnlabError
 from .common import DATA_HELP, positive_float, positive_int, say, val_size
 
-RECIPE_FLAGS = ["model", "epochs", "batch_size", "lr", "seed", "val_size", "device", "data", "max_steps",
-                "eval_batch_size", "channels_last", "compile", "precision", "strict"]
+# Flags that set one recipe field (dotted key) and flags of the run itself.
+RECIPE_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "optimizer.lr",
+                "val_size": "val_size"}
+RUN_FLAGS = ["seed", "device", "data", "max_steps", "eval_batch_size", "channels_last", "compile", "precision",
+             "strict"]
+
+
+def overrides(args) -> dict:
+    """The settings given on the command line, by dotted key: flags, then --set KEY=VALUE."""
+    from ..recipes import parse_value
+    given = {key: getattr(args, flag) for flag, key in RECIPE_FLAGS.items() if getattr(args, flag) is not None}
+    given.update({k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None})
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CnnlabError(f"--set {item!r}: write it as KEY=VALUE, e.g. --set optimizer.momentum=0.8")
+        given[key.strip()] = parse_value(value.strip())
+    return given
 
 
 def cmd_train(args) -> int:
     from ..runs import resume_train, run_train
-    from ..train import TrainConfig
-    given = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
+    given = overrides(args)
     log = say
+    if args.seeds is not None or (args.resume and _is_group(args.resume)):
+        return _train_group(args, given, log)
     if args.resume:
         if args.out is not None:
             raise CnnlabError("--resume continues a run in its own folder: drop --out")
+        if args.recipe is not None:
+            raise CnnlabError("--resume continues a run with the recipe in its config.json: drop --recipe")
         resume_train(args.resume, given, log=log)
     else:
-        run_train(TrainConfig(**given, out=args.out), log=log)
+        run_train(new_config(args, given), log=log)
+    return 0
+
+
+def new_config(args, given: dict):
+    """The recipe (--recipe, default seed) with the command line's settings over it."""
+    from ..recipes import apply_overrides, load_recipe, to_dict
+    from ..train import TrainConfig
+    base = TrainConfig.from_dict({**to_dict(load_recipe(args.recipe or "seed")), "out": args.out})
+    return apply_overrides(base, given, "the command line")
+
+
+def _is_group(path) -> bool:
+    from ..runs.group import is_group
+    return is_group(path)
+
+
+def _train_group(args, given: dict, log) -> int:
+    """--seeds: one run per seed in a group folder; --resume GROUP continues one."""
+    from ..runs.group import parse_seeds, resume_group, run_group
+    if "seed" in given:
+        raise CnnlabError("--seed and --seeds name the seeds twice: a group takes its seeds from --seeds")
+    if args.resume:
+        if args.out is not None or args.seeds is not None or args.recipe is not None:
+            raise CnnlabError("--resume continues a group with its own folder, seeds and recipe: drop --out, "
+                              "--seeds and --recipe")
+        resume_group(args.resume, given, log=log)
+    else:
+        run_group(new_config(args, given), parse_seeds(args.seeds), log=log)
     return 0
 
 
 def register(sub, parents) -> None:
     t = sub.add_parser("train", parents=parents, help="train a model, test it, and save a run folder",
-                       description="Train a model with Adam and cross-entropy, print the loss and "
-                       "validation accuracy after every epoch and the test accuracy at the end, "
-                       "and save config, history, curves, metrics and weights in a run folder.")
+                       description="Train a model as a recipe says (default: the course report's, "
+                       "Adam and cross-entropy), print the loss and validation accuracy after every "
+                       "epoch and the test accuracy at the end, and save config, history, curves, "
+                       "metrics and weights in a run folder.")
     # Recipe flags default to None so that --resume can tell which were given again.
+    t.add_argument("--recipe", metavar="NAME|FILE.toml",
+                   help="a shipped recipe (see 'cnnlab recipes') or a recipe file; the flags below "
+                   "override single values (default: seed, the course report's recipe)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any recipe setting by its dotted key, e.g. --set optimizer.momentum=0.8 "
+                   "--set augment.flip=random (repeatable; keys as in the recipe files)")
     t.add_argument("--data", metavar="PATH", help=DATA_HELP)
-    t.add_argument("--model", help="model name, see 'cnnlab models' (default: seed)")
-    t.add_argument("--epochs", type=positive_int, help="passes over the training split (default: 20)")
-    t.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: 128)")
-    t.add_argument("--lr", type=positive_float, help="Adam learning rate (default: 1e-3)")
-    t.add_argument("--seed", type=int, help="seed for initialization, split and batch order (default: 0)")
+    t.add_argument("--model", help="model name, see 'cnnlab models' (default: the recipe's; seed: seed)")
+    t.add_argument("--epochs", type=positive_int, help="passes over the training split (default: the recipe's; seed: 20)")
+    t.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: the recipe's; seed: 128)")
+    t.add_argument("--lr", type=positive_float, help="peak learning rate (default: the recipe's; seed: Adam 1e-3)")
+    t.add_argument("--seed", type=int, help="seed for initialization, split, batch order and augmentation (default: 0)")
     t.add_argument("--val-size", type=val_size, metavar="N|P%",
                    help="training images held out for validation: a count (5000) or a percentage of the "
-                   "training split (10%%); 0 validates nothing (default: 10%%, which is 5000 on CIFAR-10)")
+                   "training split (10%%); 0 validates nothing (default: the recipe's; seed: 10%%, which is "
+                   "5000 on CIFAR-10)")
     t.add_argument("--device", help="auto (CUDA when present), cpu or cuda (default: auto)")
-    t.add_argument("--out", metavar="DIR", help="run folder, must be new or empty (default: runs/<date-time>-<model>)")
+    t.add_argument("--out", metavar="DIR", help="run folder, must be new or empty (default: runs/<date-time>-<model>, "
+                   "with --seeds runs/<date-time>-<model>-seeds)")
     t.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue an interrupted run from its last checkpoint, exactly as if it had "
-                   "not stopped; --device and --data may be given, --precision switches the run's arithmetic "
-                   "(recorded), other settings must match the run's")
+                   help="continue an interrupted run (or group of runs, see --seeds) from its last checkpoint, "
+                   "exactly as if it had not stopped; --device and --data may be given, --precision switches the "
+                   "run's arithmetic (recorded), other settings must match the run's")
+    t.add_argument("--seeds", metavar="SEEDS",
+                   help="train once per seed, one after another, into a group folder with one run folder "
+                   "per seed and group.json: a range 0-4, a list 0,3,7, or both; see 'cnnlab compare'")
     t.add_argument("--max-steps", type=positive_int,
                    help="end the run after this many optimizer steps in all, then test and save as usual: "
                    "a quick check that a setup works end to end (default: no limit)")

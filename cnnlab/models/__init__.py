@@ -9,13 +9,19 @@ import torch.nn as nn
 
 from ..errors import CnnlabError
 from .fast import FastNet, fast_94, fast_m, fast_s
-from .seed import SeedNet, seed, seed_p1
+from .resnet import resnet18
+from .seed import SeedNet, seed, seed_avgpool, seed_bn, seed_bn_dropout, seed_p1, seed_wide
 
 __all__ = ["MODELS", "FastNet", "SeedNet", "count_params", "create"]
 
 MODELS = {
     "seed": seed,
     "seed-p1": seed_p1,
+    "seed-bn": seed_bn,
+    "seed-bn-dropout": seed_bn_dropout,
+    "seed-avgpool": seed_avgpool,
+    "seed-wide": seed_wide,
+    "resnet18": resnet18,
     "fast-s": fast_s,
     "fast-m": fast_m,
     "fast-94": fast_94,

@@ -1,8 +1,13 @@
-"""The course report's network and its variants (the course's ladder builds on these).
+"""The course report's network and the course's ladder on top of it, one visible change at a time.
 
-    seed      the course report's CNN: two 3x3 'same' convs (16, 32 channels), each followed
-              by ReLU and 2x2 max pooling, then one linear layer. 25,578 parameters on CIFAR-10.
-    seed-p1   the same network written with padding=1 (the report's Discussion: identical).
+    seed             the course report's CNN: two 3x3 'same' convs (16, 32 channels), each followed
+                     by ReLU and 2x2 max pooling, then one linear layer. 25,578 parameters on CIFAR-10.
+    seed-p1          the same network written with padding=1 (the report's Discussion: identical).
+    seed-bn          seed with batch normalization after each conv (conv -> BN -> ReLU -> pool; the
+                     convs lose their bias, which BN's own shift replaces).
+    seed-bn-dropout  seed-bn with dropout before the classifier.
+    seed-avgpool     seed with 2x2 average (mean) pooling instead of max pooling.
+    seed-wide        seed-bn with twice the channels (32, 64).
 
 Flatten sizes come from cnnlab.shapes, so every model works at any input size its layers allow.
 """
@@ -14,37 +19,58 @@ from ..shapes import conv2d_out, pool2d_out
 
 
 class SeedNet(nn.Module):
-    """Conv(3->16, 3x3) -> ReLU -> MaxPool(2) -> Conv(16->32, 3x3) -> ReLU -> MaxPool(2) -> Linear."""
+    """Conv(3->16, 3x3) -> ReLU -> MaxPool(2) -> Conv(16->32, 3x3) -> ReLU -> MaxPool(2) -> Linear.
 
-    summary_note = ("note: each ReLU runs after its pooling; max pooling commutes with ReLU, so this "
-                    "is bitwise the report's conv -> ReLU -> pool, with the ReLU on 4x fewer pixels")
+    The ladder's options: widths, batch norm after each conv, dropout before the classifier,
+    and average instead of max pooling. With none of them it is the report's network.
+    """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size=32,
-                 padding: int | str = "same"):
+                 padding: int | str = "same", widths: tuple[int, int] = (16, 32), bn: bool = False,
+                 dropout: float = 0.0, pool: str = "max"):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=padding)
+        c1, c2 = widths
+        pool_cls = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[pool]
+        # Module creation order fixes the random initialization: conv1, conv2, fc as in the report.
+        self.conv1 = nn.Conv2d(in_channels, c1, 3, stride=1, padding=padding, bias=not bn)
+        self.bn1 = nn.BatchNorm2d(c1) if bn else None
         self.relu1 = nn.ReLU()
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(16, 32, 3, stride=1, padding=padding)
+        self.pool1 = pool_cls(2)
+        self.conv2 = nn.Conv2d(c1, c2, 3, stride=1, padding=padding, bias=not bn)
+        self.bn2 = nn.BatchNorm2d(c2) if bn else None
         self.relu2 = nn.ReLU()
-        self.pool2 = nn.MaxPool2d(2)
+        self.pool2 = pool_cls(2)
         self.flatten = nn.Flatten()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-        for conv, pool in ((self.conv1, self.pool1), (self.conv2, self.pool2)):
+        for conv, p in ((self.conv1, self.pool1), (self.conv2, self.pool2)):
             h, w = conv2d_out((h, w), conv.kernel_size, conv.stride, padding, conv.dilation)
-            h, w = pool2d_out((h, w), pool.kernel_size, pool.stride)
-        self.fc = nn.Linear(32 * h * w, num_classes)
+            h, w = pool2d_out((h, w), p.kernel_size, p.stride)
+        self.fc = nn.Linear(c2 * h * w, num_classes)
+        # Max pooling commutes with ReLU (see forward); after BN or with mean pooling it still
+        # would for max, but the report's order conv -> ReLU -> pool is kept where it differs.
+        self.pool_first = pool == "max" and not bn
+        if self.pool_first:
+            self.summary_note = ("note: each ReLU runs after its pooling; max pooling commutes with "
+                                 "ReLU, so this is bitwise the report's conv -> ReLU -> pool, with the "
+                                 "ReLU on 4x fewer pixels")
 
-    # The report applies ReLU, then max pooling. Pooling first and ReLU after gives bitwise the
-    # same outputs and gradients (max commutes with any non-decreasing function; the test
-    # suite checks it) with the ReLU on 4x fewer pixels: about 30 % faster per step on the CPU.
-    def forward(self, x):          # (B, 3, 32, 32)
-        x = self.conv1(x)          # (B, 16, 32, 32)
-        x = self.relu1(self.pool1(x))  # (B, 16, 16, 16)  = pool(relu(x))
-        x = self.conv2(x)          # (B, 32, 16, 16)
-        x = self.relu2(self.pool2(x))  # (B, 32, 8, 8)  = pool(relu(x))
-        x = self.flatten(x)        # (B, 2048)
-        return self.fc(x)          # (B, classes): logits, no activation
+    def _block(self, x, conv, bn, relu, pool):
+        x = conv(x)
+        if bn is not None:
+            x = bn(x)
+        # The report applies ReLU, then max pooling. Pooling first and ReLU after gives bitwise the
+        # same outputs and gradients (max commutes with any non-decreasing function; the test
+        # suite checks it) with the ReLU on 4x fewer pixels: about 30 % faster per step on the CPU.
+        return relu(pool(x)) if self.pool_first else pool(relu(x))
+
+    def forward(self, x):                                            # (B, 3, 32, 32)
+        x = self._block(x, self.conv1, self.bn1, self.relu1, self.pool1)  # (B, 16, 16, 16)
+        x = self._block(x, self.conv2, self.bn2, self.relu2, self.pool2)  # (B, 32, 8, 8)
+        x = self.flatten(x)                                          # (B, 2048)
+        if self.dropout is not None:
+            x = self.dropout(x)
+        return self.fc(x)                                            # (B, classes): logits
 
 
 def seed(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
@@ -55,3 +81,23 @@ def seed(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
 def seed_p1(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
     """seed written with padding=1 instead of 'same' (the report's Discussion: the same network)."""
     return SeedNet(num_classes, in_channels, image_size, padding=1)
+
+
+def seed_bn(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
+    """seed + batch normalization after each conv (conv -> BN -> ReLU -> max pool)."""
+    return SeedNet(num_classes, in_channels, image_size, bn=True)
+
+
+def seed_bn_dropout(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
+    """seed-bn + dropout (p = 0.3) before the classifier."""
+    return SeedNet(num_classes, in_channels, image_size, bn=True, dropout=0.3)
+
+
+def seed_avgpool(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
+    """seed with 2x2 average (mean) pooling instead of max pooling."""
+    return SeedNet(num_classes, in_channels, image_size, pool="avg")
+
+
+def seed_wide(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
+    """seed-bn with twice the channels: convs of 32 and 64."""
+    return SeedNet(num_classes, in_channels, image_size, widths=(32, 64), bn=True)

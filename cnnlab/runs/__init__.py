@@ -7,7 +7,7 @@
 """
 from .fit import Interrupted, StopSignals, resume_train, run_train
 from .folder import HISTORY_FIELDS, describe, new_run_dir, read_config, versions, write_json
-from .saved import evaluate_run, load_run
+from .saved import default_data, evaluate_run, load_run
 
-__all__ = ["HISTORY_FIELDS", "Interrupted", "StopSignals", "describe", "evaluate_run", "load_run",
+__all__ = ["HISTORY_FIELDS", "default_data", "Interrupted", "StopSignals", "describe", "evaluate_run", "load_run",
            "new_run_dir", "read_config", "resume_train", "run_train", "versions", "write_json"]

@@ -18,9 +18,11 @@ import torch
 from .. import arithmetic, checkpoints, data as data_mod, files, models
 from ..errors import CnnlabError
 from ..evaluate import evaluate
+from ..data import normalize
+from ..recipes import to_dict
 from ..text import plural
-from ..train import (NonFiniteLoss, TrainConfig, TrainState, pick_device, prepare, resolve_precision, train,
-                     uses_channels_last)
+from ..train import (NonFiniteLoss, TrainConfig, TrainState, pick_device, prepare, resolve_precision, total_steps,
+                     train, uses_channels_last)
 from .folder import HISTORY_FIELDS, _number, describe, make_run_dir, plan_run_dir, read_config, versions, write_json
 from .lock import LOCK_NAME, hold
 
@@ -68,6 +70,30 @@ def _model_and_data(cfg: TrainConfig, data, device):
     return model, prepare(data, cfg, device)
 
 
+DATA_INIT_IMAGES = 5000
+
+
+def _data_init(model, d) -> None:
+    """A model that initializes itself from data (model.data_init) sees the first training images."""
+    if hasattr(model, "data_init"):
+        images = normalize(d.train_x[:DATA_INIT_IMAGES], d.mean_t, d.std_t).float()
+        model.to(images.device)
+        model.data_init(images)
+
+
+def get_dotted(obj, key: str):
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def flag_name(key: str) -> str:
+    """How the command line spells a setting: --lr, --batch-size, or --set optimizer.momentum=."""
+    if key == "optimizer.lr":
+        return "--lr"
+    return f"--{key.replace('_', '-')}" if "." not in key else f"--set {key}="
+
+
 def say(line: str) -> None:
     print(line, flush=True)  # a log file shows each line at once
 
@@ -94,11 +120,13 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     cfg = replace(cfg, out=str(out), data=where)
     with hold(out):
         # Said before the data statistics and the first epoch, so a log shows life at once.
-        log(f"Training {cfg.model} ({models.count_params(model):,} parameters) on {plural(n_train, 'image')} "
+        recipe = "" if cfg.recipe == "seed" else f"recipe {cfg.recipe}: "
+        log(f"{recipe}Training {cfg.model} ({models.count_params(model):,} parameters) on {plural(n_train, 'image')} "
             f"from {data.source} ({n_val} to validate, {len(data.test_y)} to test), {device}, "
             f"{resolve_precision(cfg, device)}; run folder {out}")
         try:
             d = prepare(data, cfg, device)
+            _data_init(model, d)
             config = describe(cfg, data, d, device, model)
             write_json(out / "config.json", config)
         except BaseException:
@@ -118,10 +146,12 @@ RESUME_MAY_CHANGE = {"device", "data", "out", "strict"}
 def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], None] = say) -> dict:
     """Continue an interrupted run from its last checkpoint, exactly where it stood.
 
-    overrides are settings given again on the command line: device and data may differ;
-    --precision switches the run's arithmetic (recorded); any other that differs from the
-    run's own is refused, since the run would no longer be the one it started as. The run
-    folder is locked meanwhile: a second process resuming it is refused.
+    overrides are settings given again on the command line, by dotted key ({"epochs": 12,
+    "optimizer.lr": 0.01}): device and data may differ; --precision switches the run's
+    arithmetic (recorded); any other that differs from the run's own is refused, since the run
+    would no longer be the one it started as. The run's recipe comes from its config.json (one
+    from before recipes is the report's recipe). The run folder is locked meanwhile: a second
+    process resuming it is refused.
     """
     run_dir = Path(run_dir)
     read_config(run_dir)  # a run folder, before a lock file is put in it
@@ -141,10 +171,16 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
     precision = overrides.pop("precision", None)
     saved = TrainConfig.from_dict(config["config"])
     for key, value in overrides.items():
-        if key not in RESUME_MAY_CHANGE and getattr(saved, key) != value:
-            flag, was = f"--{key.replace('_', '-')}", getattr(saved, key)
-            setting = f"the run's {was}" if was is not None else f"the run, where {flag} was not set"
-            raise CnnlabError(f"{flag} {value} differs from {setting}: a resumed run keeps its recipe; "
+        if key in RESUME_MAY_CHANGE:
+            continue
+        try:
+            was = get_dotted(saved, key)
+        except AttributeError:
+            raise CnnlabError(f"{flag_name(key)}: {saved.recipe} has no setting {key!r}") from None
+        if was != value and not (isinstance(was, tuple) and list(was) == value):
+            flag = f"{flag_name(key)}{value}" if "." in key else f"{flag_name(key)} {value}"
+            setting = f"the run's {was}" if was is not None else f"the run, where {flag_name(key)} was not set"
+            raise CnnlabError(f"{flag} differs from {setting}: a resumed run keeps its recipe; "
                               f"start a new run with --out to train with other settings")
     overrides = {k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE and v is not None}
     if overrides.get("data") is not None:
@@ -171,12 +207,15 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
                           f"(fingerprint {data.fingerprint[:12]} vs {config['data']['fingerprint'][:12]}): "
                           f"pass the original dataset with --data")
     model, d = _model_and_data(cfg, data, device)
-    state, opt_state = TrainState(), None
+    state, opt_state, avg_state = TrainState(), None, None
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state"])
         state = TrainState(**ckpt["state"])
         opt_state = ckpt["optimizer_state"]
+        avg_state = ckpt.get("averaging_state")
         checkpoints.set_rng_state(ckpt["rng"], device)
+    else:
+        _data_init(model, d)  # killed before its first checkpoint: start as a fresh run does
     if change is not None or arith != config.get("arithmetic"):
         changes = config.get("arithmetic_changes", [])
         if change is not None:
@@ -185,7 +224,7 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
         write_json(run_dir / "config.json", config)
     log(f"Resuming {run_dir} at epoch {state.epoch}, step {state.step}, {device}, {arith['precision']}")
     with _disk_errors(run_dir):
-        return _fit(run_dir, cfg, config, model, d, state, opt_state, log)
+        return _fit(run_dir, cfg, config, model, d, state, opt_state, log, avg_state)
 
 
 @contextlib.contextmanager
@@ -204,55 +243,60 @@ def _disk_errors(out: Path):
 
 
 def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState, opt_state,
-         log: Callable[[str], None]) -> dict:
+         log: Callable[[str], None], avg_state: dict | None = None) -> dict:
     """Train from state, checkpointing every epoch and on SIGINT/SIGTERM; then test and save."""
     device = d.train_x.device
 
     def write_history(rows):
         def write(tmp):
             with open(tmp, "w", newline="") as f:
-                w = csv.writer(f)
+                w = csv.writer(f, lineterminator="\n")  # plain \n: no stray \r in shell tools
                 w.writerow(HISTORY_FIELDS)
                 w.writerows([row[k] for k in HISTORY_FIELDS] for row in rows)
         checkpoints.atomic_write(out / "history.csv", write)
 
-    def save(state: TrainState, opt) -> None:
+    def save(state: TrainState, s) -> None:
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise CnnlabError(f"the weights became non-finite at epoch {state.epoch}: not saving them "
                               f"over the last good checkpoint in {out}; lower --lr")
+        extra = {} if s.averager is None else {"averaging_state": s.averager.state_dict()}
         checkpoints.save_checkpoint(out / "checkpoint.pt", {
             "format": 1, "model": cfg.model, "model_state": model.state_dict(),
-            "optimizer_state": opt.state_dict(), "state": state.to_dict(), "config": cfg.to_dict(),
-            # The learning rate is constant; the batch order is a pure function of (seed, epoch).
-            "schedule": {"kind": "constant", "lr": cfg.lr, "epochs": cfg.epochs},
+            "optimizer_state": s.opt.state_dict(), "state": state.to_dict(), "config": cfg.to_dict(),
+            # The learning rate is a pure function of the step (cnnlab.schedules), the batch
+            # order of (seed, epoch), augmentation and dropout of (seed, epoch, step).
+            "schedule": {**to_dict(cfg.schedule), "lr": cfg.lr, "epochs": cfg.epochs,
+                         "total_steps": total_steps(cfg, len(d.train_y))},
             "permutation": {"seed": cfg.seed, "epoch": state.epoch},
             "data": config["data"], "arithmetic": config["arithmetic"], "versions": versions(),
-            "rng": checkpoints.rng_state(device)})
+            "rng": checkpoints.rng_state(device), **extra})
 
-    def on_epoch_end(state: TrainState, opt) -> None:
+    def on_epoch_end(state: TrainState, s) -> None:
         write_history(state.history)
-        save(state, opt)
+        save(state, s)
 
     write_history(state.history)
     with StopSignals() as stop:
         try:
-            state, opt = train(cfg, model, d, log, on_epoch_end, state, opt_state, stop.requested,
-                               config["arithmetic"])
+            state, s = train(cfg, model, d, log, on_epoch_end, state, opt_state, stop.requested, avg_state,
+                             config["arithmetic"])
         except NonFiniteLoss as e:
             kept = (f"the last good checkpoint (epoch {state.epoch - 1}) is kept in {out}/checkpoint.pt"
                     if (out / "checkpoint.pt").exists() else "no checkpoint was written")
             raise CnnlabError(f"{e}: lower --lr (now {cfg.lr:g}); {kept}") from None
     if state.stopped:
-        save(state, opt)
+        save(state, s)
         name = signal.Signals(stop.signum).name
         raise Interrupted(f"stopped by {name} at epoch {state.epoch}, step {state.step}; checkpoint "
                           f"saved; resume with: cnnlab train --resume {out}", stop.signum)
 
     channels_last = uses_channels_last(cfg)
-    test = evaluate(model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last)
-    log(f"Test Accuracy: {test['acc']:.3f} %")
-    checkpoints.save_weights(out / "model.safetensors", model, {"model": cfg.model})
-    metrics = {"model": cfg.model, "test_acc": test["acc"], "test_loss": test["loss"],
+    # With weight averaging, the averaged weights are the run's result: tested and saved.
+    test = evaluate(s.eval_model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last,
+                    cfg.tta)
+    log(f"Test Accuracy: {test['acc']:.3f} %" + ("" if cfg.tta == "none" else f" (test-time augmentation: {cfg.tta})"))
+    checkpoints.save_weights(out / "model.safetensors", s.eval_model, {"model": cfg.model})
+    metrics = {"model": cfg.model, "recipe": cfg.recipe, "tta": cfg.tta, "test_acc": test["acc"], "test_loss": test["loss"],
                "val_acc": _number(state.history[-1]["val_acc"]), "epochs": len(state.history),
                "steps": state.steps, "train_seconds": state.elapsed,
                "params": models.count_params(model), "device": str(device)}

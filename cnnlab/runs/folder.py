@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -34,6 +35,18 @@ def versions() -> dict:
     return {"cnnlab": __version__, "torch": str(torch.__version__), "numpy": np.__version__,
             "pillow": PIL.__version__, "safetensors": safetensors.__version__,
             "python": platform.python_version()}
+
+
+def machine() -> dict:
+    """What the run ran on, for reports: OS, CPU model and count, GPU name when CUDA is there."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu}
 
 
 def plan_run_dir(out: str | None, model: str) -> Path:
@@ -77,7 +90,7 @@ def describe(cfg: TrainConfig, data, d, device, model) -> dict:
     return {"config": cfg.to_dict(), "data": info, "device": str(device),
             "precision": arith["precision"], "arithmetic": arith, "threads": torch.get_num_threads(),
             "params": models.count_params(model),
-            "versions": versions(), "command": " ".join(sys.argv)}
+            "versions": versions(), "machine": machine(), "command": " ".join(sys.argv)}
 
 
 def _number(x: float) -> float | None:

@@ -1,15 +1,21 @@
-"""A finished run read back: its model with the final weights, and its test accuracy again."""
+"""A finished run read back: its model with the final weights, its test predictions again.
+
+    config, model = load_run("runs/x")          # weights from model.safetensors, never unpickled
+    out = evaluate_run("runs/x", tta="flip")     # test accuracy, logits, labels and test images
+"""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 
 from .. import checkpoints, data as data_mod, models
 from ..errors import CnnlabError
-from ..evaluate import evaluate
+from ..evaluate import TTA_MODES, predict_logits
 from ..train import TrainConfig, pick_device, uses_channels_last
 from .folder import read_config
+
 
 def load_run(run_dir: Path) -> tuple[dict, torch.nn.Module]:
     """(config.json contents, model with the run's final weights) from a run folder."""
@@ -29,17 +35,51 @@ def load_run(run_dir: Path) -> tuple[dict, torch.nn.Module]:
     return config, model
 
 
-def evaluate_run(run_dir: Path, data_path=None, device: str = "auto") -> dict:
-    """Test accuracy of a saved run, computed the way training computed it."""
+def place(model: torch.nn.Module, config: dict, device: str) -> tuple[torch.device, bool]:
+    """Move a loaded model to the device and memory layout it was trained with: (device, channels_last)."""
+    dev = pick_device(device)
+    channels_last = uses_channels_last(TrainConfig.from_dict(config["config"]))
+    model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return dev, channels_last
+
+
+def default_data(config: dict):
+    """Where a run's data are: the absolute source it recorded when that is still there, else
+    the --data it was given (None: the default search)."""
+    source = config["data"].get("source")
+    if source and Path(source).exists():
+        return source
+    return config["config"].get("data")
+
+
+def evaluate_run(run_dir: Path, data_path=None, device: str = "auto", tta: str | None = None) -> dict:
+    """A saved run's test predictions, computed the way training computed its test accuracy.
+
+    tta None is the run's own recipe's test-time augmentation, so acc is the number training
+    printed. Returns acc (percent), correct, total,
+    logits (float32 (N, classes), on the CPU), labels, test_x (uint8 images, CPU), classes,
+    same_data (the data's fingerprint is the run's), model, tta, seconds and config.
+    """
     config, model = load_run(run_dir)
     cfg, info = TrainConfig.from_dict(config["config"]), config["data"]
-    dev = pick_device(device)
-    data = data_mod.load(data_path if data_path is not None else cfg.data)
+    tta = cfg.tta if tta is None else tta
+    if tta not in TTA_MODES:
+        raise CnnlabError(f"--tta {tta!r} is unknown: choose one of {', '.join(TTA_MODES)}")
+    dev, channels_last = place(model, config, device)
+    data = data_mod.load(data_path if data_path is not None else default_data(config))
     if data.classes != info["classes"]:
         raise CnnlabError(f"the data's classes {data.classes} differ from the run's "
                           f"{info['classes']}: pass the dataset the run was trained on with --data")
-    channels_last = uses_channels_last(cfg)
-    model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    result = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), info["mean"], info["std"],
-                      cfg.eval_batch_size, channels_last)
-    return {**result, "same_data": data.fingerprint == info["fingerprint"], "model": cfg.model}
+    start = time.perf_counter()
+    test_x, test_y = data.test_x.to(dev), data.test_y.to(dev)
+    # Batches of eval_batch_size, as training evaluated: the same logits, the same accuracy.
+    logits = predict_logits(model, test_x, info["mean"], info["std"], cfg.eval_batch_size,
+                            channels_last, tta)
+    correct = int((logits.argmax(1) == test_y).sum()) if len(test_y) else 0
+    total = len(test_y)
+    seconds = time.perf_counter() - start
+    return {"acc": 100.0 * correct / total if total else float("nan"), "correct": correct,
+            "total": total, "logits": logits.cpu().numpy(), "labels": data.test_y.numpy(),
+            "test_x": data.test_x, "classes": data.classes, "same_data": data.fingerprint == info["fingerprint"],
+            "model": cfg.model, "tta": tta, "seconds": seconds, "config": config,
+            "data_source": data.source, "data_fingerprint": data.fingerprint}

@@ -1,0 +1,56 @@
+"""The curves of several groups of runs overlaid: validation accuracy and training loss per epoch.
+
+    plot_groups([("seed", [history, ...]), ("seed-p1", [...])], "curves.png")
+
+Each group is one colour: its mean over runs as a line, the band from its lowest to its
+highest run, and its number of runs in the legend. Names come from folders, so they are
+drawn as plain text (no mathtext: a '$' in a folder name stays a '$').
+Imports matplotlib (Agg backend) when called, never at import time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def per_epoch(histories: list[list[dict]], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(epochs, mean, min, max) of history[key] over the runs that reached each epoch."""
+    by_epoch: dict[int, list[float]] = {}
+    for rows in histories:
+        for r in rows:
+            if r[key] == r[key]:  # nan: no validation split
+                by_epoch.setdefault(int(r["epoch"]), []).append(r[key])
+    epochs = sorted(by_epoch)
+    cols = [by_epoch[e] for e in epochs]
+    return epochs, [sum(c) / len(c) for c in cols], [min(c) for c in cols], [max(c) for c in cols]
+
+
+def plot_groups(groups: list[tuple[str, list[list[dict]]]], out, title: str = "") -> Path:
+    """One PNG: validation accuracy (left) and training loss (right) per epoch, a band per group."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context({"text.usetex": False, "text.parse_math": False}):
+        fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, (name, histories) in enumerate(groups):
+            colour = colours[i % len(colours)]
+            for ax, key in ((ax_acc, "val_acc"), (ax_loss, "avg_loss")):
+                epochs, mean, low, high = per_epoch(histories, key)
+                if not epochs:
+                    continue
+                ax.plot(epochs, mean, color=colour, label=f"{name} (n = {len(histories)})")
+                if len(histories) > 1:
+                    ax.fill_between(epochs, low, high, color=colour, alpha=0.2, linewidth=0)
+        ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy")
+        ax_loss.set(xlabel="epoch", ylabel="average training loss", title="Training loss")
+        for ax in (ax_acc, ax_loss):
+            ax.grid(alpha=0.3)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        ax_acc.legend(title="mean, band min-max", fontsize=8)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+    return Path(out)
