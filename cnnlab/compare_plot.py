@@ -44,9 +44,13 @@ def plot_groups(groups: list[tuple[str, list[list[dict]]]], out, title: str = ""
                     ax.fill_between(epochs, low, high, color=colour, alpha=0.2, linewidth=0)
         ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy")
         ax_loss.set(xlabel="epoch", ylabel="average training loss", title="Training loss")
+        from .plots import epoch_ticks  # whole epochs, even after one (matplotlib would show 0.96...1.04)
+        last = max((int(r["epoch"]) for _, hs in groups for h in hs for r in h), default=1)
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            epoch_ticks(ax, last)
+        low, high = ax_acc.get_ylim()
+        ax_acc.set_ylim(max(0.0, low), min(100.0, high))
         ax_acc.legend(title="mean, band min-max", fontsize=8)
         if title:
             fig.suptitle(title)

@@ -63,7 +63,7 @@ def _save(fig, out: Path) -> Path:
     return Path(out)
 
 
-def _epoch_ticks(ax, last_epoch: int) -> None:
+def epoch_ticks(ax, last_epoch: int) -> None:
     """Whole epochs only: every epoch up to 10, then every 2nd, 5th, 10th, 20th, 50th, ..."""
     step = 1
     while last_epoch / step > 10:
@@ -101,7 +101,7 @@ def curves_figure(rows: list[dict], title: str = "", test_acc: float | None = No
         ax_loss.set(xlabel="epoch", ylabel="average training loss", title="Training loss")
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)
-            _epoch_ticks(ax, last)
+            epoch_ticks(ax, last)
         ax_loss.yaxis.set_major_locator(MaxNLocator(nbins=6))
         if title:
             fig.suptitle(title, parse_math=False)

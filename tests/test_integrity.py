@@ -356,9 +356,31 @@ def test_the_lock_dies_with_its_process(tmp_path):
     finally:
         holder.kill()  # SIGKILL: no cleanup code runs
         holder.wait()
-    with hold(tmp_path):  # no stale lock
+    assert (tmp_path / ".lock").exists()  # SIGKILL left the file, but not the lock
+    with hold(tmp_path):
         with pytest.raises(CnnlabError, match=f"PID {os.getpid()}"):
             with hold(tmp_path):
+                pass
+    assert not (tmp_path / ".lock").exists()  # a holder that ends normally removes it
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_locked_by_a_latecomer(tmp_path, monkeypatch):
+    from cnnlab.runs import lock
+    real_open, opened = os.open, []
+
+    def open_then_holder_finishes(path, *args):
+        fd = real_open(path, *args)
+        opened.append(path)
+        if len(opened) == 1:  # between our open and our flock, the holder removes its file
+            os.unlink(path)
+        return fd
+
+    monkeypatch.setattr(lock.os, "open", open_then_holder_finishes)
+    with lock.hold(tmp_path):
+        assert len(opened) == 2  # the removed file was let go, the file now there locked
+        monkeypatch.setattr(lock.os, "open", real_open)
+        with pytest.raises(CnnlabError, match="in use"):
+            with lock.hold(tmp_path):
                 pass
 
 

@@ -158,11 +158,11 @@ def test_extracting_onto_a_full_disk_names_the_disk(fake_archive, tmp_path):
 @pytest.mark.parametrize("args", [
     ["shape", "1,3,32,32", "conv(8,k=3)", "relu", "maxpool(2)"],
     ["summary", "--json"],
-    ["data", "info", "--data", "{tiny}"],
     ["--help"],
 ])
-def test_a_reader_that_goes_away_ends_any_command_quietly(tiny, args):
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", *[a.format(tiny=tiny) for a in args]],
+def test_a_reader_that_goes_away_ends_any_command_quietly(args):
+    """main() handles it once for every command: one without torch, one with, and argparse's."""
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # like `| head -0`: gone before the first line
     err = proc.stderr.read()
@@ -317,6 +317,32 @@ def test_curves_have_whole_epochs_a_bounded_accuracy_axis_and_the_test_mark():
     many = curves_figure([{**row, "epoch": float(e)} for e in range(1, 38)])
     lo, hi = many.axes[0].get_xlim()
     assert [t for t in many.axes[0].get_xticks() if lo <= t <= hi] == [5, 10, 15, 20, 25, 30, 35]
+
+
+def test_compare_curves_have_whole_epochs_too(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from cnnlab.compare_plot import plot_groups
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)  # keep the figure to look at
+    row = {"epoch": 1.0, "iters": 3.0, "avg_loss": 1.1, "elapsed_s": 0.5, "val_acc": 99.9}
+    plot_groups([("a", [[row], [{**row, "val_acc": 99.0}]]), ("b", [[row]])], tmp_path / "c.png")
+    acc = closed[0].axes[0]
+    lo, hi = acc.get_xlim()
+    assert [t for t in acc.get_xticks() if lo <= t <= hi] == [1.0]
+    assert 0 <= acc.get_ylim()[0] and acc.get_ylim()[1] <= 100
+
+
+def test_report_curves_have_whole_epochs_too(monkeypatch):
+    import matplotlib.pyplot as plt
+    from cnnlab.report.figures import curves
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)  # keep the figure to look at
+    row = {"epoch": 1.0, "iters": 3.0, "avg_loss": 1.1, "elapsed_s": 0.5, "val_acc": 99.9}
+    curves([("a", [row]), ("b", [{**row, "val_acc": 98.0}])])
+    acc = closed[0].axes[0]
+    lo, hi = acc.get_xlim()
+    assert [t for t in acc.get_xticks() if lo <= t <= hi] == [1.0]
+    assert 0 <= acc.get_ylim()[0] and acc.get_ylim()[1] <= 100
 
 
 def test_messages_a_student_reads(run, tmp_path, capsys):

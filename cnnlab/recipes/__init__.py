@@ -2,7 +2,7 @@
 
     r = load_recipe("seed-bn")                  # a shipped recipe, by name
     r = load_recipe("my-recipe.toml")           # a file of your own
-    cfg = apply_overrides(TrainConfig(**vars(r)), {"optimizer.lr": 0.01}, "--set")
+    cfg = apply_overrides(TrainConfig.from_dict(to_dict(r)), {"optimizer.lr": 0.01}, "--set")
     for entry in shipped(): entry["name"], entry["target_acc"], entry["measured"]
 
 A recipe file sets only what differs from the defaults (the report's recipe, cnnlab.recipes.schema),

@@ -71,7 +71,11 @@ def cards(pairs) -> str:
 
 
 def key_numbers(run: dict) -> list[tuple[str, str]]:
-    m, ev, config = run["metrics"], run["eval"] or {}, run["config"]
+    ev, config, history = run["eval"] or {}, run["config"], run["history"]
+    # an unfinished run has no metrics.json: its history tells how far it got
+    last = history[-1] if history else {}
+    m = {"val_acc": last.get("val_acc"), "epochs": len(history) or None,
+         "train_seconds": last.get("elapsed_s"), **run["metrics"]}
     return [("test accuracy", fmt(ev.get("test_acc", m.get("test_acc")), 2, " %")),
             ("validation accuracy", fmt(m.get("val_acc"), 2, " %")),
             ("mean test loss", fmt(ev.get("mean_loss"), 4)),
