@@ -8,6 +8,8 @@ from cnnlab.models import MODELS, count_params, create
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_output_shape_finite_and_every_parameter_learns(name):
+    """Every trainable parameter gets a gradient; frozen ones (requires_grad False: the fast
+    family's whitening conv and BN scales) get none and stay a minority."""
     torch.manual_seed(0)
     model = create(name)
     x = torch.randn(4, 3, 32, 32)
@@ -15,8 +17,13 @@ def test_output_shape_finite_and_every_parameter_learns(name):
     assert out.shape == (4, 10)
     assert torch.isfinite(out).all()
     out.square().mean().backward()
+    trainable = [(pname, p) for pname, p in model.named_parameters() if p.requires_grad]
+    assert sum(p.numel() for _, p in trainable) > 0.9 * sum(p.numel() for p in model.parameters())
     for pname, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, pname
+        else:
+            assert p.grad is None, pname
 
 
 def test_seed_has_the_reports_parameter_count():

@@ -242,7 +242,9 @@ def test_every_model_at_batch_2_forward_backward_and_shape(name):
     out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 7)
     out.logsumexp(1).sum().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    trainable = [p for p in model.parameters() if p.requires_grad]  # the fast family freezes some
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)
+    assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
 
 
 def test_resnet18_has_the_literatures_parameter_count():

@@ -8,10 +8,11 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import CnnlabError
+from .fast import FastNet, fast_94, fast_m, fast_s
 from .resnet import resnet18
 from .seed import SeedNet, seed, seed_avgpool, seed_bn, seed_bn_dropout, seed_p1, seed_wide
 
-__all__ = ["MODELS", "SeedNet", "count_params", "create"]
+__all__ = ["MODELS", "FastNet", "SeedNet", "count_params", "create"]
 
 MODELS = {
     "seed": seed,
@@ -21,6 +22,9 @@ MODELS = {
     "seed-avgpool": seed_avgpool,
     "seed-wide": seed_wide,
     "resnet18": resnet18,
+    "fast-s": fast_s,
+    "fast-m": fast_m,
+    "fast-94": fast_94,
 }
 
 

@@ -1,0 +1,167 @@
+"""The speed-record family: small, fast CIFAR-10 networks in the style of airbench / hlb-CIFAR10.
+
+    fast-s    widths  32/ 64/128, one conv per block    the CPU sprint (73 %)
+    fast-m    widths  64/128/256, one conv per block    85-90 % on a CPU
+    fast-94   widths  64/256/256, two convs per block   the airbench94 size (about 2 M parameters)
+
+Every width has the same layout:
+
+    whiten   a 2x2 conv (no padding) to 2*C*2*2 channels whose weights are frozen: the
+             eigenvectors of the training images' 2x2 patch covariance, each scaled by
+             1/sqrt(eigenvalue + eps), once with each sign (data_init sets them), then GELU
+    block x3 conv3x3 -> maxpool 2 -> BN -> GELU (-> conv3x3 -> BN -> GELU)
+    head     max pooling over the whole final map -> linear (no bias) -> times a fixed scale
+
+The ideas (after K. Jordan's airbench and T. Balsam's hlb-CIFAR10; our own code): the frozen
+whitening conv gives the first block decorrelated inputs from step one; convs start as the
+identity (dirac) where their shapes allow, so each block starts close to passing its input on;
+BatchNorm scales are frozen at 1 and only their biases learn, with a larger learning rate
+(param_groups() puts them in the "norm" group); the head's fixed scale (1/9) keeps early
+logits small. The whitening needs training images: the training loop calls data_init once
+on a fresh run, before the first step.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..shapes import conv2d_out, pool2d_out
+
+WHITEN_EPS = 5e-4  # added to each eigenvalue: keeps the noise-only directions from exploding
+
+
+def patches(images: torch.Tensor, k: int) -> torch.Tensor:
+    """Every k x k patch of images (N, C, H, W) as the rows of a (N*(H-k+1)*(W-k+1), C*k*k) matrix,
+    each row ordered like a conv weight's (C, k, k)."""
+    n, c = images.shape[:2]
+    p = images.unfold(2, k, 1).unfold(3, k, 1)  # (N, C, H', W', k, k)
+    return p.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
+
+
+def patch_covariance(images: torch.Tensor, k: int, chunk: int = 500) -> torch.Tensor:
+    """S = P^T P / rows over the k x k patches P of images, summed in float64 chunk images at a
+    time (the smallest eigenvalues of JPEG images are ~1e-4 of the largest: float32 sums blur them)."""
+    d = images.shape[1] * k * k
+    cov, rows = torch.zeros(d, d, dtype=torch.float64, device=images.device), 0
+    for part in images.split(chunk):
+        p = patches(part, k).double()
+        cov += p.T @ p
+        rows += len(p)
+    return cov / rows
+
+
+def whitening_weights(images: torch.Tensor, k: int, eps: float = WHITEN_EPS) -> torch.Tensor:
+    """Conv weights (2*C*k*k, C, k, k) that whiten the k x k patches of images.
+
+    With S the patch covariance (patch_covariance: the images are normalized, so their mean
+    is about 0) and S = V diag(lam) V^T, the filters are the rows of V^T / sqrt(lam + eps),
+    largest eigenvalue first, followed by the same filters negated: the GELU after the conv
+    then sees each direction with both signs.
+    """
+    c = images.shape[1]
+    lam, vec = torch.linalg.eigh(patch_covariance(images, k))  # ascending; eigenvectors in columns
+    lam, vec = lam.flip(0), vec.flip(1)
+    filters = (vec.T / torch.sqrt(lam.clamp(min=0) + eps)[:, None]).float().reshape(-1, c, k, k)
+    return torch.cat([filters, -filters])
+
+
+class Block(nn.Module):
+    """conv3x3 -> maxpool 2 -> BN -> GELU, then optionally conv3x3 -> BN -> GELU at the pooled size."""
+
+    def __init__(self, c_in: int, c_out: int, convs: int):
+        super().__init__()
+        self.conv1 = identity_conv(c_in, c_out)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = frozen_scale_bn(c_out)
+        self.act1 = nn.GELU()
+        self.second = convs == 2
+        if self.second:
+            self.conv2 = identity_conv(c_out, c_out)
+            self.norm2 = frozen_scale_bn(c_out)
+            self.act2 = nn.GELU()
+
+    def forward(self, x):                          # (B, c_in, H, W)
+        x = self.act1(self.norm1(self.pool(self.conv1(x))))  # (B, c_out, H/2, W/2)
+        if self.second:
+            x = self.act2(self.norm2(self.conv2(x)))  # (B, c_out, H/2, W/2)
+        return x
+
+
+def identity_conv(c_in: int, c_out: int) -> nn.Conv2d:
+    """A 3x3 'same' conv without bias whose first min(c_in, c_out) filters start as the identity."""
+    conv = nn.Conv2d(c_in, c_out, 3, padding="same", bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[:min(c_in, c_out)])
+    return conv
+
+
+def frozen_scale_bn(c: int) -> nn.BatchNorm2d:
+    """BatchNorm whose scale stays 1 (not trained) and whose bias trains; running statistics
+    follow recent batches quickly (momentum 0.4), as short runs need."""
+    bn = nn.BatchNorm2d(c, eps=1e-12, momentum=0.4)
+    bn.weight.requires_grad_(False)
+    return bn
+
+
+class FastNet(nn.Module):
+    """whiten (frozen 2x2 conv) -> GELU -> three Blocks -> global max pool -> linear * scale."""
+
+    summary_note = ("note: whiten's weights are frozen (set from the training images' patch covariance); "
+                    "the BN scales are frozen at 1; the logits are the linear layer's output times {scale:.4g}")
+
+    def __init__(self, widths=(64, 256, 256), convs: int = 2, num_classes: int = 10,
+                 in_channels: int = 3, image_size=32, whiten_kernel: int = 2, scale: float = 1 / 9):
+        super().__init__()
+        self.widths, self.convs, self.scale = tuple(widths), convs, scale
+        self.summary_note = self.summary_note.format(scale=scale)
+        c_white = 2 * in_channels * whiten_kernel ** 2
+        self.whiten = nn.Conv2d(in_channels, c_white, whiten_kernel, padding=0, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        with torch.no_grad():
+            self.whiten.bias.zero_()
+        self.act0 = nn.GELU()
+        chans = (c_white, *self.widths)
+        self.blocks = nn.Sequential(*(Block(a, b, convs) for a, b in zip(chans[:-1], chans[1:])))
+        hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        hw = conv2d_out(hw, whiten_kernel)
+        for _ in self.blocks:
+            hw = pool2d_out(hw, 2)
+        self.pool = nn.MaxPool2d(hw)  # one window over the whole final map
+        h, w = pool2d_out(hw, hw)  # (1, 1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(chans[-1] * h * w, num_classes, bias=False)
+
+    @torch.no_grad()
+    def data_init(self, images: torch.Tensor) -> None:
+        """Set the whitening conv from a float32 normalized (N, C, H, W) batch of training images."""
+        w = whitening_weights(images.to(self.whiten.weight.device), self.whiten.kernel_size[0])
+        self.whiten.weight.copy_(w)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by kind: BN biases ("norm") usually get a larger learning rate."""
+        norm = [m.bias for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
+        weight = [m.weight for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+                  and m.weight.requires_grad]
+        return {"weight": weight, "bias": [self.whiten.bias], "norm": norm}
+
+    def forward(self, x):              # (B, 3, 32, 32)
+        x = self.act0(self.whiten(x))  # (B, 24, 31, 31)
+        x = self.blocks(x)             # (B, w3, 3, 3): three halvings of 31
+        x = self.pool(x)               # (B, w3, 1, 1)
+        x = self.flatten(x)            # (B, w3)
+        return self.fc(x) * self.scale  # (B, classes): logits
+
+
+def fast_s(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
+    """The CPU sprint: widths 32/64/128, one conv per block."""
+    return FastNet((32, 64, 128), 1, num_classes, in_channels, image_size)
+
+
+def fast_m(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
+    """85-90 % on a CPU: widths 64/128/256, one conv per block."""
+    return FastNet((64, 128, 256), 1, num_classes, in_channels, image_size)
+
+
+def fast_94(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
+    """The airbench94 size: widths 64/256/256, two convs per block, about 2 M parameters."""
+    return FastNet((64, 256, 256), 2, num_classes, in_channels, image_size)
