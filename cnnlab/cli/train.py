@@ -62,8 +62,9 @@ def _train_group(args, given: dict, log) -> int:
     if "seed" in given:
         raise CnnlabError("--seed and --seeds name the seeds twice: a group takes its seeds from --seeds")
     if args.resume:
-        if args.out is not None or args.seeds is not None:
-            raise CnnlabError("--resume continues a group with its own folder and seeds: drop --out and --seeds")
+        if args.out is not None or args.seeds is not None or getattr(args, "recipe", None) is not None:
+            raise CnnlabError("--resume continues a group with its own folder, seeds and recipe: "
+                              "drop --out, --seeds and --recipe")
         if args.recipe is not None:
             raise CnnlabError("--resume continues a group with the recipe it started with: drop --recipe")
         resume_group(args.resume, given, log=log)
