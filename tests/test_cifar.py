@@ -109,6 +109,8 @@ def test_defaults_fall_back_to_the_download(fake_archive, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(data, "SHARED_COPY", tmp_path / "no-shared-copy")
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "store"))
+    # A cache of its own: the cache is keyed by content, and another test decoded this archive.
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
     d = data.load(spec=spec_for(members, archive, url=archive.as_uri()))
     assert len(d.train_y) == 100
     assert (tmp_path / "store" / ARCHIVE).is_file() and (tmp_path / "store" / FOLDER).is_dir()
