@@ -167,22 +167,28 @@ def saved_arithmetic(config: dict) -> dict:
     return {"precision": config["precision"], "memory_format": "channels_last" if channels_last else "contiguous"}
 
 
-def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], None]) -> dict:
-    precision = overrides.pop("precision", None)
-    saved = TrainConfig.from_dict(config["config"])
+def refuse_changes(saved: TrainConfig, overrides: dict, what: str) -> None:
+    """A resumed run (or group) keeps its recipe: a setting given again with another value is
+    refused in one line; only RESUME_MAY_CHANGE may differ."""
     for key, value in overrides.items():
         if key in RESUME_MAY_CHANGE:
             continue
+        name = flag_name(key)
         try:
             was = get_dotted(saved, key)
         except AttributeError:
-            raise CnnlabError(f"{flag_name(key)}: {saved.recipe} has no setting {key!r}") from None
+            raise CnnlabError(f"{name}: the {what}'s recipe has no setting {key!r}") from None
         if was != value and not (isinstance(was, tuple) and list(was) == value):
-            name = flag_name(key)
             flag = f"{name}{value}" if name.endswith("=") else f"{name} {value}"  # --set k=v, --lr 0.1
-            setting = f"the run's {was}" if was is not None else f"the run, where {flag_name(key)} was not set"
-            raise CnnlabError(f"{flag} differs from {setting}: a resumed run keeps its recipe; "
-                              f"start a new run with --out to train with other settings")
+            setting = f"the {what}'s {was}" if was is not None else f"the {what}, where {name} was not set"
+            raise CnnlabError(f"{flag} differs from {setting}: a resumed {what} keeps its recipe; "
+                              f"start a new {what} with --out to train with other settings")
+
+
+def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], None]) -> dict:
+    precision = overrides.pop("precision", None)
+    saved = TrainConfig.from_dict(config["config"])
+    refuse_changes(saved, overrides, "run")
     overrides = {k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE and v is not None}
     if overrides.get("data") is not None:
         overrides["data"] = str(Path(overrides["data"]).expanduser().resolve())

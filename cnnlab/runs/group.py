@@ -26,7 +26,7 @@ from typing import Callable
 from .. import checkpoints, data as data_mod, models
 from ..errors import CnnlabError
 from ..train import TrainConfig, pick_device
-from .fit import RESUME_MAY_CHANGE, Interrupted, flag_name, get_dotted, resume_train, run_train
+from .fit import RESUME_MAY_CHANGE, Interrupted, refuse_changes, resume_train, run_train
 from .folder import make_run_dir, plan_run_dir, write_json
 from .lock import LOCK_NAME, hold
 
@@ -165,17 +165,7 @@ def resume_group(group_dir, overrides: dict | None = None, log: Callable[[str], 
 
 def _resume(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], None]) -> dict:
     saved = base_config(group)
-    for key, value in overrides.items():
-        if key in RESUME_MAY_CHANGE:
-            continue
-        try:
-            was = get_dotted(saved, key)
-        except AttributeError:
-            raise CnnlabError(f"{flag_name(key)}: the group's recipe has no setting {key!r}") from None
-        if was != value and not (isinstance(was, tuple) and list(was) == value):
-            flag = f"{flag_name(key)}{value}" if flag_name(key).endswith("=") else f"{flag_name(key)} {value}"
-            raise CnnlabError(f"{flag} differs from the group's {was}: a resumed group keeps its recipe; "
-                              f"start a new group with --out to train with other settings")
+    refuse_changes(saved, overrides, "group")
     if overrides.get("data") is not None:
         data = data_mod.load(overrides["data"], strict=saved.strict)
         if data.fingerprint != group.get("data", {}).get("fingerprint"):
