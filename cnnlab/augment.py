@@ -9,7 +9,9 @@
 
 x is a float (B, C, H, W) batch, normalized, so cutout's zeros are the mean colour. Draws are
 made on the CPU from a torch.Generator and moved to x's device, so a batch is the same on every
-device and a resumed run replays it exactly.
+device and a resumed run replays it exactly. span=(start, n) says that x is rows start.. of a
+batch of n (one process's part, in a run of several): the draws are made for all n images and
+x takes its rows of them, so each image is augmented as in one process.
 """
 from __future__ import annotations
 
@@ -40,9 +42,16 @@ def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     return torch.where(mask.to(a.device).view(-1, *([1] * (a.dim() - 1))), a, b)
 
 
-def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def _rows(draw, x: torch.Tensor, span: tuple[int, int] | None) -> torch.Tensor:
+    """draw(n) for the whole batch, then x's rows of it (span: see the module's docstring)."""
+    if span is None:
+        return draw(len(x))
+    return draw(span[1])[span[0]: span[0] + len(x)]
+
+
+def random_flip(x: torch.Tensor, g: torch.Generator, span: tuple[int, int] | None = None) -> torch.Tensor:
     """Each image mirrored left-right with probability 1/2."""
-    return _where(torch.rand(len(x), generator=g) < 0.5, x.flip(-1), x)
+    return _where(_rows(lambda n: torch.rand(n, generator=g), x, span) < 0.5, x.flip(-1), x)
 
 
 def alternating_flip(x: torch.Tensor, bits: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -65,24 +74,25 @@ def shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int) -> torc
                   rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
 
 
-def random_translate(x: torch.Tensor, pixels: int, g: torch.Generator) -> torch.Tensor:
+def random_translate(x: torch.Tensor, pixels: int, g: torch.Generator,
+                     span: tuple[int, int] | None = None) -> torch.Tensor:
     """Each image shifted by a random whole number of pixels in -pixels..pixels, each way
     (the same as a random crop of the image reflect-padded by pixels)."""
     if pixels == 0:
         return x
-    dy = torch.randint(-pixels, pixels + 1, (len(x),), generator=g)
-    dx = torch.randint(-pixels, pixels + 1, (len(x),), generator=g)
+    dy = _rows(lambda n: torch.randint(-pixels, pixels + 1, (n,), generator=g), x, span)
+    dx = _rows(lambda n: torch.randint(-pixels, pixels + 1, (n,), generator=g), x, span)
     return shift(x, dy, dx, pixels)
 
 
-def cutout(x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
+def cutout(x: torch.Tensor, size: int, g: torch.Generator, span: tuple[int, int] | None = None) -> torch.Tensor:
     """Each image with a size x size square, placed at random inside it, set to 0."""
     if size == 0:
         return x
-    b, _, h, w = x.shape
+    _, _, h, w = x.shape
     size_h, size_w = min(size, h), min(size, w)
-    top = torch.randint(0, h - size_h + 1, (b, 1, 1, 1), generator=g).to(x.device)
-    left = torch.randint(0, w - size_w + 1, (b, 1, 1, 1), generator=g).to(x.device)
+    top = _rows(lambda n: torch.randint(0, h - size_h + 1, (n, 1, 1, 1), generator=g), x, span).to(x.device)
+    left = _rows(lambda n: torch.randint(0, w - size_w + 1, (n, 1, 1, 1), generator=g), x, span).to(x.device)
     r = torch.arange(h, device=x.device).view(1, 1, h, 1)
     c = torch.arange(w, device=x.device).view(1, 1, 1, w)
     inside = (r >= top) & (r < top + size_h) & (c >= left) & (c < left + size_w)
@@ -94,14 +104,15 @@ def active(cfg: Augment) -> bool:
 
 
 def augment_batch(x: torch.Tensor, idx: torch.Tensor, cfg: Augment, seed: int, epoch: int, step: int,
-                  bits: torch.Tensor | None = None) -> torch.Tensor:
-    """The recipe's augmentation of the batch of training images idx (flip, translate, cutout)."""
+                  bits: torch.Tensor | None = None, span: tuple[int, int] | None = None) -> torch.Tensor:
+    """The recipe's augmentation of the batch of training images idx (flip, translate, cutout);
+    span: x is rows span[0].. of the step's batch of span[1] (see the module's docstring)."""
     if not active(cfg):
         return x
     g = step_generator(seed, epoch, step)
     if cfg.flip == "random":
-        x = random_flip(x, g)
+        x = random_flip(x, g, span)
     elif cfg.flip == "alternating":  # bits: flip_bits(number of training images, seed)
         x = alternating_flip(x, bits.to(idx.device)[idx], epoch)
-    x = random_translate(x, cfg.translate, g)
-    return cutout(x, cfg.cutout, g)
+    x = random_translate(x, cfg.translate, g, span)
+    return cutout(x, cfg.cutout, g, span)

@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import arithmetic, augment, averaging, optim
+from . import arithmetic, augment, averaging, distributed, optim
 from .data import ImageData, channel_stats, normalize, parse_val_size, split_indices
 from .errors import CnnlabError
-from .evaluate import evaluate
 from .recipes.schema import Recipe, build, check
 from .schedules import lr_factor
 
@@ -230,11 +229,12 @@ def setup(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, arith:
     bf16 = arith["precision"] == "bf16"
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16
                 else contextlib.nullcontext)
+    step_model = distributed.wrap(model, cfg.sync_bn, device)  # DDP in a run of several processes
     averager = averaging.create(cfg.averaging, model)
     # On CUDA, reduce-overhead replays the forward and backward as CUDA graphs: at batch 128
     # this network is bound by kernel launches, not arithmetic. (Not yet measured on a GPU.)
-    step_model = (torch.compile(model, mode="reduce-overhead" if cuda else "default")
-                  if cfg.compile else model)
+    step_model = (torch.compile(step_model, mode="reduce-overhead" if cuda else "default")
+                  if cfg.compile else step_model)
     return Setup(model, step_model, opt, autocast, memory_format, averager)
 
 
@@ -258,6 +258,9 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
     the batch's augmentation (cnnlab.augment), label smoothing, the optimizer's step with
     decoupled weight decay (cnnlab.optim), weight averaging (cnnlab.averaging). Every random
     draw, the model's own (dropout) included, is a pure function of (seed, epoch, step).
+    In a run of several processes each takes its part of every step's batch (see
+    cnnlab.distributed) and the loss is scaled so that DDP's average of the gradients is the
+    gradient of the mean loss over the whole batch, as one process computes it.
     """
     device = d.train_x.device
     n = len(d.train_y)
@@ -268,24 +271,33 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
     perm = epoch_permutation(n, cfg.seed, state.epoch, device)
     augmenting = augment.active(cfg.augment)
     bits = augment.flip_bits(n, cfg.seed).to(device) if cfg.augment.flip == "alternating" else None
-    loss_sum = torch.tensor(state.loss_sum, device=device)
+    rank, world = distributed.rank(), distributed.world()
+    # Summed over the ranks at the end: rank 0 carries what earlier steps of the epoch added.
+    loss_sum = torch.tensor(state.loss_sum if rank == 0 else 0.0, device=device)
     watch = LossWatch(device, state.epoch)
     bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {state.epoch}/{cfg.epochs}",
-               file=sys.stderr, leave=False, disable=not progress, dynamic_ncols=True)
+               file=sys.stderr, leave=False, disable=not progress or rank > 0, dynamic_ncols=True)
     for step in range(state.step, end):
         optim.set_lr(s.opt, lr_factor(cfg.schedule, state.steps, total))
-        torch.manual_seed(augment.step_seed(cfg.seed, state.epoch, step, "model"))  # dropout's draws
+        # dropout's draws; each rank draws its own
+        torch.manual_seed(augment.step_seed(cfg.seed, state.epoch, step, "model" if rank == 0 else f"model:{rank}"))
         idx = perm[step * cfg.batch_size: (step + 1) * cfg.batch_size]
+        n_batch, rows = len(idx), distributed.rank_slice(len(idx), rank, world)
+        idx = idx[rows]  # this rank's part of the step's batch (all of it for one process)
         x = normalize(d.train_x[idx], d.mean_t, d.std_t)
         if augmenting:
-            x = augment.augment_batch(x, idx, cfg.augment, cfg.seed, state.epoch, step, bits)
+            x = augment.augment_batch(x, idx, cfg.augment, cfg.seed, state.epoch, step, bits, (rows.start, n_batch))
         x = x.contiguous(memory_format=s.memory_format)
         y = d.train_y[idx]
         with s.autocast():
-            loss = F.cross_entropy(s.step_model(x), y, label_smoothing=cfg.label_smoothing)
+            if world == 1:
+                loss = F.cross_entropy(s.step_model(x), y, label_smoothing=cfg.label_smoothing)
+            else:  # this rank's share of the batch's mean loss
+                loss = F.cross_entropy(s.step_model(x), y, label_smoothing=cfg.label_smoothing,
+                                       reduction="sum") / n_batch
         watch.check(loss, step + 1)
         s.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if world == 1 else loss * world).backward()  # DDP averages the ranks' gradients
         optim.step(s.opt)
         loss_sum += loss.detach()
         bar.update()
@@ -296,7 +308,7 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
             break
     bar.close()
     watch.finish()
-    state.loss_sum = loss_sum.item()  # the one host sync of the epoch
+    state.loss_sum = distributed.sum_ranks(loss_sum).item()  # the one host sync of the epoch
     if not math.isfinite(state.loss_sum):
         raise NonFiniteLoss(state.epoch, state.step, state.loss_sum)
     return state.loss_sum / max(state.step, 1)
@@ -331,7 +343,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[
         if should_stop() and not capped and state.step < math.ceil(len(d.train_y) / cfg.batch_size):
             state.stopped = True
             return state, s
-        val = evaluate(s.eval_model, d.val_x, d.val_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last)
+        val = distributed.evaluate(s.eval_model, d.val_x, d.val_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last)
         row = {"epoch": state.epoch, "iters": state.step, "avg_loss": avg_loss,
                "elapsed_s": state.elapsed, "val_acc": val["acc"]}
         state.history.append(row)

@@ -83,13 +83,15 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # --help and --version print here
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # cnnlab train --nproc starts it again
     warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except CnnlabError as e:
         if args.debug:
             raise
-        print(f"cnnlab: error: {e}", file=sys.stderr)
+        if str(e):  # an empty one follows another process's line (cnnlab.distributed.Follow)
+            print(f"cnnlab: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except OSError as e:
         # Any command's file that could not be written (full or read-only disk, no permission,

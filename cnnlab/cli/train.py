@@ -27,20 +27,70 @@ def overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
+    from .. import distributed
     from ..runs import resume_train, run_train
     given = overrides(args)
     log = say
-    if args.seeds is not None or (args.resume and _is_group(args.resume)):
+    group = args.seeds is not None or (args.resume and _is_group(args.resume))
+    if args.nproc is not None or distributed.launched():
+        if distributed.launched() and args.nproc is not None:
+            raise CnnlabError("--nproc starts its own processes: under torchrun drop it "
+                              "(torchrun's --nproc-per-node says how many)")
+        if group:
+            raise CnnlabError("--seeds trains one run after another in one process: drop --nproc (or run "
+                              "'cnnlab train --seed N --nproc ...' once per seed)")
+    if args.nproc is not None and args.nproc > 1:
+        return _launch(args, given)
+    if group:
         return _train_group(args, given, log)
     if args.resume:
         if args.out is not None:
             raise CnnlabError("--resume continues a run in its own folder: drop --out")
         if args.recipe is not None:
             raise CnnlabError("--resume continues a run with the recipe in its config.json: drop --recipe")
-        resume_train(args.resume, given, log=log)
-    else:
-        run_train(new_config(args, given), log=log)
+    device = _device_name(args, given)
+    with distributed.session(pick_device(device), args.dist_backend or "auto"):
+        try:
+            if args.resume:
+                resume_train(args.resume, given, log=log)
+            else:
+                run_train(new_config(args, given), log=log)
+        except RuntimeError as e:  # a collective failed outside training: another process is gone
+            lost = distributed.peer_lost(e, args.resume or "RUN_DIR")
+            if lost is None:
+                raise
+            raise lost from None
     return 0
+
+
+def _device_name(args, given: dict) -> str:
+    """The device the run trains on, as given, or as the run being resumed says."""
+    if "device" in given:
+        return given["device"]
+    if args.resume:
+        from ..runs import read_config
+        return read_config(args.resume)["config"].get("device", "auto")
+    return "auto"
+
+
+def pick_device(name: str):
+    from ..train import pick_device as pick
+    return pick(name)
+
+
+def _launch(args, given: dict) -> int:
+    """--nproc N: check what can be checked here (one line, once), then start N processes."""
+    from ..launch import launch, strip_flag
+    from ..distributed import pick_backend
+    if args.resume:
+        from ..runs import read_config
+        read_config(args.resume)
+    else:
+        cfg = new_config(args, given).validate()
+        from .. import models
+        models.create(cfg.model)
+    pick_backend(args.dist_backend or "auto", pick_device(_device_name(args, given)))
+    return launch(args.nproc, strip_flag(args.argv, "--nproc"), args.resume)
 
 
 def new_config(args, given: dict):
@@ -106,6 +156,12 @@ def register(sub, parents) -> None:
     t.add_argument("--seeds", metavar="SEEDS",
                    help="train once per seed, one after another, into a group folder with one run folder "
                    "per seed and group.json: a range 0-4, a list 0,3,7, or both; see 'cnnlab compare'")
+    t.add_argument("--nproc", type=positive_int, metavar="N",
+                   help="train in N processes on this machine (DDP: gloo on the CPU, nccl with one GPU each), "
+                   "started by torch's launcher, the same as 'torchrun --standalone --nproc-per-node N -m "
+                   "cnnlab train ...'; the batch size stays the whole step's (default: 1 process)")
+    t.add_argument("--dist-backend", choices=["auto", "gloo", "nccl"],
+                   help="several processes: how they exchange gradients; auto is nccl on CUDA, gloo on the CPU")
     t.add_argument("--max-steps", type=positive_int,
                    help="end the run after this many optimizer steps in all, then test and save as usual: "
                    "a quick check that a setup works end to end (default: no limit)")

@@ -96,6 +96,8 @@ class Recipe:
     schedule: Schedule = _f(Schedule)
     augment: Augment = _f(Augment)
     averaging: Averaging = _f(Averaging)
+    sync_bn: bool = _f(True, "several processes: BatchNorm over the whole batch (SyncBatchNorm; GPUs only), "
+                       "as one process computes it; one process: no effect")
 
 
 @dataclass

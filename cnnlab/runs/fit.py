@@ -15,9 +15,8 @@ from typing import Callable
 
 import torch
 
-from .. import arithmetic, checkpoints, data as data_mod, files, models
+from .. import arithmetic, checkpoints, data as data_mod, distributed, files, models
 from ..errors import CnnlabError
-from ..evaluate import evaluate
 from ..data import normalize
 from ..recipes import to_dict
 from ..text import plural
@@ -37,12 +36,13 @@ class Interrupted(CnnlabError):
 class StopSignals:
     """Turns SIGINT and SIGTERM into a request to stop after the current step.
 
-    A second signal stops at once. Only the main thread can take signals; elsewhere this
-    does nothing.
+    A second signal stops at once, except in a run of several processes: there torchrun's agent
+    sends its own signal after the terminal's Ctrl-C, and the agreed stop (see _fit) must not
+    be cut short. Only the main thread can take signals; elsewhere this does nothing.
     """
 
-    def __init__(self):
-        self.signum, self._old = None, {}
+    def __init__(self, repeat_stops: bool = True):
+        self.signum, self._old, self.repeat_stops = None, {}, repeat_stops
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -52,7 +52,9 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         if self.signum is not None:
-            raise KeyboardInterrupt
+            if self.repeat_stops:
+                raise KeyboardInterrupt
+            return
         self.signum = signum
 
     def requested(self) -> bool:
@@ -98,6 +100,21 @@ def say(line: str) -> None:
     print(line, flush=True)  # a log file shows each line at once
 
 
+def quiet(line: str) -> None:
+    """The log of ranks other than 0 in a run of several processes: rank 0 says it once."""
+
+
+def resume_hint(out) -> str:
+    nproc = f" --nproc {distributed.world()}" if distributed.world() > 1 else ""
+    return f"cnnlab train --resume {out}{nproc}"
+
+
+def world_record() -> dict:
+    """How many processes train the run (config.json's "distributed")."""
+    return {"world_size": distributed.world(),
+            "backend": torch.distributed.get_backend() if distributed.active() else None}
+
+
 def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     """Load data, build the model, train, test, and write a new run folder. Returns metrics.
 
@@ -106,8 +123,10 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     """
     cfg.validate()
     models.create(cfg.model)  # an unknown name fails before any data is read
-    device = pick_device(cfg.device)
-    planned = plan_run_dir(cfg.out, cfg.model)
+    device = distributed.local_device(pick_device(cfg.device))
+    main = distributed.is_main()  # several processes: rank 0 alone prints and writes
+    log = log if main else quiet
+    planned = distributed.main_only(plan_run_dir, cfg.out, cfg.model)  # rank 0's date-time name
     data = data_mod.load(cfg.data, strict=cfg.strict)
     n_val = data_mod.val_count(cfg.val_size, len(data.train_y))
     n_train = len(data.train_y) - n_val
@@ -116,9 +135,9 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     torch.manual_seed(cfg.seed)
     model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], data.train_x.shape[-1])
     existed = planned.exists()
-    out = make_run_dir(planned)
+    out = distributed.main_only(make_run_dir, planned)
     cfg = replace(cfg, out=str(out), data=where)
-    with hold(out):
+    with hold(out) if main else contextlib.nullcontext():
         # Said before the data statistics and the first epoch, so a log shows life at once.
         recipe = "" if cfg.recipe == "seed" else f"recipe {cfg.recipe}: "
         log(f"{recipe}Training {cfg.model} ({models.count_params(model):,} parameters) on {plural(n_train, 'image')} "
@@ -127,10 +146,11 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
         try:
             d = prepare(data, cfg, device)
             _data_init(model, d)
-            config = describe(cfg, data, d, device, model)
-            write_json(out / "config.json", config)
+            config = {**describe(cfg, data, d, device, model), "distributed": world_record()}
+            if main:
+                write_json(out / "config.json", config)
         except BaseException:
-            if not existed:
+            if main and not existed:
                 (out / LOCK_NAME).unlink(missing_ok=True)
                 files.remove_if_empty(out)
             raise
@@ -155,8 +175,9 @@ def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], No
     """
     run_dir = Path(run_dir)
     read_config(run_dir)  # a run folder, before a lock file is put in it
-    with hold(run_dir):
-        return _resume(run_dir, read_config(run_dir), dict(overrides or {}), log)
+    main = distributed.is_main()  # several processes: rank 0 alone prints and writes
+    with hold(run_dir) if main else contextlib.nullcontext():
+        return _resume(run_dir, read_config(run_dir), dict(overrides or {}), log if main else quiet)
 
 
 def saved_arithmetic(config: dict) -> dict:
@@ -194,7 +215,8 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
         overrides["data"] = str(Path(overrides["data"]).expanduser().resolve())
     cfg = replace(saved, **overrides, out=str(run_dir))
     cfg.validate()
-    checkpoints.remove_partial_writes(run_dir)
+    if distributed.is_main():
+        checkpoints.remove_partial_writes(run_dir)
     ckpt = None
     if (run_dir / "checkpoint.pt").exists():
         ckpt = checkpoints.load_checkpoint(run_dir / "checkpoint.pt")
@@ -205,7 +227,7 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
         if ckpt["state"]["epoch"] > cfg.epochs and (run_dir / "metrics.json").exists():
             raise CnnlabError(f"{run_dir} has finished all {cfg.epochs} epochs: nothing to resume; "
                               f"see its metrics.json or run 'cnnlab evaluate {run_dir}'")
-    device = pick_device(cfg.device)
+    device = distributed.local_device(pick_device(cfg.device))
     arith, change = arithmetic.for_resume(saved_arithmetic(config), device, precision)
     cfg = replace(cfg, channels_last=arith["memory_format"] == "channels_last")
     data = data_mod.load(cfg.data, strict=cfg.strict)
@@ -228,8 +250,19 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
         if change is not None:
             changes = [*changes, {"epoch": state.epoch, "step": state.step, **change}]
         config = {**config, "arithmetic": arith, "precision": arith["precision"], "arithmetic_changes": changes}
-        write_json(run_dir / "config.json", config)
-    log(f"Resuming {run_dir} at epoch {state.epoch}, step {state.step}, {device}, {arith['precision']}")
+        if distributed.is_main():
+            write_json(run_dir / "config.json", config)
+    # The arithmetic does not depend on the number of processes (see cnnlab.distributed): a run
+    # resumes with any; the change is recorded like a change of arithmetic.
+    was, now = config.get("distributed", {"world_size": 1}), world_record()
+    if was.get("world_size") != now["world_size"]:
+        changes = [*was.get("changes", []), {"epoch": state.epoch, "step": state.step,
+                                             "from": was.get("world_size"), "to": now["world_size"]}]
+        config = {**config, "distributed": {**now, "changes": changes}}
+        if distributed.is_main():
+            write_json(run_dir / "config.json", config)
+    procs = f", {distributed.world()} processes" if distributed.world() > 1 else ""
+    log(f"Resuming {run_dir} at epoch {state.epoch}, step {state.step}, {device}{procs}, {arith['precision']}")
     with _disk_errors(run_dir):
         return _fit(run_dir, cfg, config, model, d, state, opt_state, log, avg_state)
 
@@ -245,14 +278,22 @@ def _disk_errors(out: Path):
         if (out / "checkpoint.pt").exists():
             done = len(checkpoints.load_checkpoint(out / "checkpoint.pt")["state"]["history"])
             kept = f"the last complete checkpoint ({plural(done, 'epoch')} done) is kept in {out}/checkpoint.pt"
-        raise CnnlabError(f"{e}; {kept}; once it can be written, continue with: "
-                          f"cnnlab train --resume {out}") from None
+        raise CnnlabError(f"{e}; {kept}; once it can be written, continue with: {resume_hint(out)}") from None
+    except RuntimeError as e:  # a collective failed: another process of the run is gone
+        lost = distributed.peer_lost(e, out)
+        if lost is None:
+            raise
+        raise lost from None
 
 
 def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState, opt_state,
          log: Callable[[str], None], avg_state: dict | None = None) -> dict:
-    """Train from state, checkpointing every epoch and on SIGINT/SIGTERM; then test and save."""
+    """Train from state, checkpointing every epoch and on SIGINT/SIGTERM; then test and save.
+
+    Several processes: every rank trains and evaluates its part; rank 0 alone writes.
+    """
     device = d.train_x.device
+    main = distributed.is_main()
 
     def write_history(rows):
         def write(tmp):
@@ -279,34 +320,43 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
             "rng": checkpoints.rng_state(device), **extra})
 
     def on_epoch_end(state: TrainState, s) -> None:
-        write_history(state.history)
-        save(state, s)
+        if main:
+            write_history(state.history)
+            save(state, s)
 
-    write_history(state.history)
-    with StopSignals() as stop:
+    if main:
+        write_history(state.history)
+    with StopSignals(repeat_stops=distributed.world() == 1) as stop:
+        # Every rank stops at the same step: a signal to any of them stops them all.
+        should_stop = lambda: distributed.any_rank(stop.requested())  # noqa: E731
         try:
-            state, s = train(cfg, model, d, log, on_epoch_end, state, opt_state, stop.requested, avg_state,
+            state, s = train(cfg, model, d, log, on_epoch_end, state, opt_state, should_stop, avg_state,
                              config["arithmetic"])
         except NonFiniteLoss as e:
             kept = (f"the last good checkpoint (epoch {state.epoch - 1}) is kept in {out}/checkpoint.pt"
                     if (out / "checkpoint.pt").exists() else "no checkpoint was written")
             raise CnnlabError(f"{e}: lower --lr (now {cfg.lr:g}); {kept}") from None
     if state.stopped:
+        signum = stop.signum or signal.SIGTERM  # another rank's signal stopped this one
+        if not main:
+            raise distributed.Follow(128 + signum)
         save(state, s)
-        name = signal.Signals(stop.signum).name
+        name = signal.Signals(signum).name
         raise Interrupted(f"stopped by {name} at epoch {state.epoch}, step {state.step}; checkpoint "
-                          f"saved; resume with: cnnlab train --resume {out}", stop.signum)
+                          f"saved; resume with: {resume_hint(out)}", signum)
 
     channels_last = uses_channels_last(cfg)
     # With weight averaging, the averaged weights are the run's result: tested and saved.
-    test = evaluate(s.eval_model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last,
+    test = distributed.evaluate(s.eval_model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last,
                     cfg.tta)
     log(f"Test Accuracy: {test['acc']:.3f} %" + ("" if cfg.tta == "none" else f" (test-time augmentation: {cfg.tta})"))
-    checkpoints.save_weights(out / "model.safetensors", s.eval_model, {"model": cfg.model})
     metrics = {"model": cfg.model, "recipe": cfg.recipe, "tta": cfg.tta, "test_acc": test["acc"], "test_loss": test["loss"],
                "val_acc": _number(state.history[-1]["val_acc"]), "epochs": len(state.history),
                "steps": state.steps, "train_seconds": state.elapsed,
                "params": models.count_params(model), "device": str(device)}
+    if not main:
+        return {**metrics, "out": str(out)}
+    checkpoints.save_weights(out / "model.safetensors", s.eval_model, {"model": cfg.model})
     from ..plots import plot_curves  # matplotlib is imported only when a figure is drawn
     plot_curves(out / "history.csv", out / "curves.png", title=f"{cfg.model} on {Path(config['data']['source']).name}",
                 test_acc=test["acc"])

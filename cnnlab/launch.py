@@ -1,0 +1,59 @@
+"""cnnlab train --nproc N: start N training processes on this machine with torch's own launcher.
+
+    code = launch(2, ["train", "--epochs", "20"])   # the same as:
+    # torchrun --standalone --nproc-per-node 2 -m cnnlab train --epochs 20
+
+This process becomes torchrun's agent (torch.distributed.run, in process): it starts the
+workers, watches them, stops the others when one fails, and returns an exit status. Its own
+log lines are kept to errors; when a worker dies without a word (SIGKILL, out of memory) the
+agent says so in one line, since the others' lines only say that a process is gone.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+from . import distributed
+
+
+def strip_flag(argv: list[str], flag: str) -> list[str]:
+    """argv without `flag VALUE` or `flag=VALUE` (the flag given once, as argparse saw it)."""
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
+def launch(nproc: int, argv: list[str], resume_dir: str | None = None) -> int:
+    """Run `cnnlab ARGV` in nproc processes (torchrun --standalone); the exit status of the run:
+    0, the first failed worker's status, or 128 + the signal that killed it."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    # torchrun sets OMP_NUM_THREADS=1 when it is unset; cnnlab shares the cores out instead.
+    os.environ.setdefault("OMP_NUM_THREADS", str(distributed.threads(nproc)))
+    for name in ("torch.distributed.run", "torch.distributed.elastic", "torch.distributed.launcher"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    args = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc),
+                                         "-m", "cnnlab", *argv])
+    try:
+        run(args)
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        code = failure.exitcode
+        if code >= 0:
+            return code or 1  # the worker said why in its own line
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        where = resume_dir or "RUN_DIR"
+        print(f"cnnlab: error: process {rank} of {nproc} was killed by {name}; the others were stopped; "
+              f"the last checkpoint is kept: continue with cnnlab train --resume {where} --nproc {nproc}",
+              file=sys.stderr)
+        return 128 - code
+    return 0
