@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import signal
+import threading
 import warnings
 
 import torch
@@ -107,14 +109,22 @@ def session(device: torch.device, backend: str = "auto"):
         torch.cuda.set_device(dev)
         kwargs["device_id"] = dev
     torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=TIMEOUT_S), **kwargs)
-    try:
-        with warnings.catch_warnings():
-            if not is_main():
-                warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        if not is_main():
+            warnings.simplefilter("ignore")
+        try:
             yield
-    finally:
-        with contextlib.suppress(Exception):  # a group whose peers are gone cannot be left politely
-            torch.distributed.destroy_process_group()
+        except PeerLost:
+            raise  # leaving a group whose peers are gone only waits: the process ends now anyway
+        except BaseException:
+            _leave()
+            raise
+    _leave()
+
+
+def _leave() -> None:
+    with contextlib.suppress(Exception):
+        torch.distributed.destroy_process_group()
 
 
 def rank_slice(n: int, rank: int, world: int) -> slice:
@@ -238,7 +248,13 @@ def peer_lost(e: BaseException, out) -> PeerLost | None:
     when e is something else (or this is not a distributed run)."""
     if world() == 1 or not isinstance(e, RuntimeError):
         return None
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return PeerLost(f"process {rank()} of {world()}: another process of this run stopped ({first[:160]}); "
+    if threading.current_thread() is threading.main_thread():
+        # torchrun's agent now sends SIGTERM to the processes left: this one ends anyway, after
+        # its one line, with status 1.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    text = str(e).lower()
+    why = (f"no answer within {TIMEOUT_S} s" if "timed out" in text or "timeout" in text else
+           "its connection closed" if "closed" in text or "reset" in text else type(e).__name__)
+    return PeerLost(f"process {rank()} of {world()}: another process of this run stopped ({why}); "
                     f"the last checkpoint in {out} is kept; continue with: cnnlab train --resume {out} "
                     f"--nproc {world()}")

@@ -40,7 +40,7 @@ def launch(nproc: int, argv: list[str], resume_dir: str | None = None) -> int:
     # torchrun sets OMP_NUM_THREADS=1 when it is unset; cnnlab shares the cores out instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(distributed.threads(nproc)))
     for name in ("torch.distributed.run", "torch.distributed.elastic", "torch.distributed.launcher"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # a failure is said below, in one line
     args = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc),
                                          "-m", "cnnlab", *argv])
     try:
@@ -50,6 +50,8 @@ def launch(nproc: int, argv: list[str], resume_dir: str | None = None) -> int:
         code = failure.exitcode
         if code >= 0:
             return code or 1  # the worker said why in its own line
+        if any(f.exitcode > 0 for f in e.failures.values()):
+            return 128 - code  # another worker said what happened (see distributed.peer_lost)
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
         where = resume_dir or "RUN_DIR"
         print(f"cnnlab: error: process {rank} of {nproc} was killed by {name}; the others were stopped; "
