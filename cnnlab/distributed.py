@@ -175,6 +175,17 @@ def main_only(fn, *args, **kwargs):
     return value
 
 
+def same_as_main(value, what: str) -> None:
+    """Raise on a rank whose value differs from rank 0's (the data on another machine, say)."""
+    if world() == 1:
+        return
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    if box[0] != value:
+        raise CnnlabError(f"process {rank()} of {world()}: {what} differ from process 0's: every "
+                          f"process must train on the same data (the same path and content on every machine)")
+
+
 class Follow(CnnlabError):
     """Another rank failed and said why; this one ends with the same status, saying nothing."""
 
@@ -235,6 +246,27 @@ def evaluate(model, x, y, mean, std, batch_size: int = 1000, channels_last: bool
     return {"acc": 100.0 * int(correct) / total, "loss": loss_sum / total, "correct": int(correct), "total": total}
 
 
+def record() -> dict:
+    """How many processes train the run: config.json's "distributed"."""
+    return {"world_size": world(), "backend": torch.distributed.get_backend() if active() else None}
+
+
+def record_change(config: dict, epoch: int, step: int) -> dict | None:
+    """config with this resume's change of world size appended to "distributed", or None when it
+    is the same. The arithmetic does not depend on the number of processes (up to float rounding
+    and dropout's draws), so a run resumes with any; the change is recorded, as one of precision is."""
+    was, now = config.get("distributed", {"world_size": 1}), record()
+    if was.get("world_size") == now["world_size"]:
+        return None
+    changes = [*was.get("changes", []), {"epoch": epoch, "step": step, "from": was.get("world_size"),
+                                         "to": now["world_size"]}]
+    return {**config, "distributed": {**now, "changes": changes}}
+
+
+def resume_hint(out) -> str:
+    return f"cnnlab train --resume {out}" + (f" --nproc {world()}" if world() > 1 else "")
+
+
 class PeerLost(CnnlabError):
     """Another process of the run stopped (killed, crashed, or its node went away)."""
 
@@ -256,5 +288,4 @@ def peer_lost(e: BaseException, out) -> PeerLost | None:
     why = (f"no answer within {TIMEOUT_S} s" if "timed out" in text or "timeout" in text else
            "its connection closed" if "closed" in text or "reset" in text else type(e).__name__)
     return PeerLost(f"process {rank()} of {world()}: another process of this run stopped ({why}); "
-                    f"the last checkpoint in {out} is kept; continue with: cnnlab train --resume {out} "
-                    f"--nproc {world()}")
+                    f"the last checkpoint in {out} is kept; continue with: {resume_hint(out)}")

@@ -145,6 +145,28 @@ def test_killed_process_ends_the_other_and_the_run_resumes(real_subset, tmp_path
     assert not list(run.glob(".*"))
 
 
+def test_a_one_process_run_resumes_in_two_and_records_it(real_subset, tmp_path):
+    run = tmp_path / "run"
+    one = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--data", str(real_subset), "--epochs", "3",
+                            "--batch-size", "32", "--val-size", "100", "--out", str(run)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.pt").exists():
+        assert time.monotonic() < deadline and one.poll() is None, one.communicate()
+        time.sleep(0.01)
+    one.kill()
+    one.wait()
+    epoch = torch.load(run / "checkpoint.pt", weights_only=True)["state"]["epoch"]
+    resumed = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(run), "--nproc", "2"],
+                             capture_output=True, text=True, env=env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Resuming {run} at epoch {epoch}, step 0, cpu, 2 processes" in resumed.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert config["distributed"]["world_size"] == 2
+    assert config["distributed"]["changes"] == [{"epoch": epoch, "step": 0, "from": 1, "to": 2}]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
+
+
 def test_nproc_zero_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--nproc", "0"])

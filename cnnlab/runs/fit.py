@@ -104,17 +104,6 @@ def quiet(line: str) -> None:
     """The log of ranks other than 0 in a run of several processes: rank 0 says it once."""
 
 
-def resume_hint(out) -> str:
-    nproc = f" --nproc {distributed.world()}" if distributed.world() > 1 else ""
-    return f"cnnlab train --resume {out}{nproc}"
-
-
-def world_record() -> dict:
-    """How many processes train the run (config.json's "distributed")."""
-    return {"world_size": distributed.world(),
-            "backend": torch.distributed.get_backend() if distributed.active() else None}
-
-
 def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     """Load data, build the model, train, test, and write a new run folder. Returns metrics.
 
@@ -128,6 +117,7 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     log = log if main else quiet
     planned = distributed.main_only(plan_run_dir, cfg.out, cfg.model)  # rank 0's date-time name
     data = data_mod.load(cfg.data, strict=cfg.strict)
+    distributed.same_as_main(data.fingerprint, f"the data at {data.source}")
     n_val = data_mod.val_count(cfg.val_size, len(data.train_y))
     n_train = len(data.train_y) - n_val
     # The absolute path, so that evaluate and --resume find the data from any folder.
@@ -146,7 +136,7 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
         try:
             d = prepare(data, cfg, device)
             _data_init(model, d)
-            config = {**describe(cfg, data, d, device, model), "distributed": world_record()}
+            config = {**describe(cfg, data, d, device, model), "distributed": distributed.record()}
             if main:
                 write_json(out / "config.json", config)
         except BaseException:
@@ -235,6 +225,7 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
         raise CnnlabError(f"the data at {data.source} differ from the data {run_dir} was trained on "
                           f"(fingerprint {data.fingerprint[:12]} vs {config['data']['fingerprint'][:12]}): "
                           f"pass the original dataset with --data")
+    distributed.same_as_main(data.fingerprint, f"the data at {data.source}")
     model, d = _model_and_data(cfg, data, device)
     state, opt_state, avg_state = TrainState(), None, None
     if ckpt is not None:
@@ -252,13 +243,8 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
         config = {**config, "arithmetic": arith, "precision": arith["precision"], "arithmetic_changes": changes}
         if distributed.is_main():
             write_json(run_dir / "config.json", config)
-    # The arithmetic does not depend on the number of processes (see cnnlab.distributed): a run
-    # resumes with any; the change is recorded like a change of arithmetic.
-    was, now = config.get("distributed", {"world_size": 1}), world_record()
-    if was.get("world_size") != now["world_size"]:
-        changes = [*was.get("changes", []), {"epoch": state.epoch, "step": state.step,
-                                             "from": was.get("world_size"), "to": now["world_size"]}]
-        config = {**config, "distributed": {**now, "changes": changes}}
+    if (changed := distributed.record_change(config, state.epoch, state.step)) is not None:
+        config = changed
         if distributed.is_main():
             write_json(run_dir / "config.json", config)
     procs = f", {distributed.world()} processes" if distributed.world() > 1 else ""
@@ -278,7 +264,7 @@ def _disk_errors(out: Path):
         if (out / "checkpoint.pt").exists():
             done = len(checkpoints.load_checkpoint(out / "checkpoint.pt")["state"]["history"])
             kept = f"the last complete checkpoint ({plural(done, 'epoch')} done) is kept in {out}/checkpoint.pt"
-        raise CnnlabError(f"{e}; {kept}; once it can be written, continue with: {resume_hint(out)}") from None
+        raise CnnlabError(f"{e}; {kept}; once it can be written, continue with: {distributed.resume_hint(out)}") from None
     except RuntimeError as e:  # a collective failed: another process of the run is gone
         lost = distributed.peer_lost(e, out)
         if lost is None:
@@ -343,7 +329,7 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
         save(state, s)
         name = signal.Signals(signum).name
         raise Interrupted(f"stopped by {name} at epoch {state.epoch}, step {state.step}; checkpoint "
-                          f"saved; resume with: {resume_hint(out)}", signum)
+                          f"saved; resume with: {distributed.resume_hint(out)}", signum)
 
     channels_last = uses_channels_last(cfg)
     # With weight averaging, the averaged weights are the run's result: tested and saved.
