@@ -34,17 +34,21 @@ def strip_flag(argv: list[str], flag: str) -> list[str]:
 def launch(nproc: int, argv: list[str], resume_dir: str | None = None) -> int:
     """Run `cnnlab ARGV` in nproc processes (torchrun --standalone); the exit status of the run:
     0, the first failed worker's status, or 128 + the signal that killed it."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     # torchrun sets OMP_NUM_THREADS=1 when it is unset; cnnlab shares the cores out instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(distributed.threads(nproc)))
-    for name in ("torch.distributed.run", "torch.distributed.elastic", "torch.distributed.launcher"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)  # a failure is said below, in one line
+    for name in list(logging.root.manager.loggerDict):  # each sets its own level (LOGLEVEL)
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)  # a failure is said below, in one line
     args = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc),
                                          "-m", "cnnlab", *argv])
     try:
         run(args)
+    except SignalException as e:  # Ctrl-C or SIGTERM: the workers got it too, and rank 0 said what it saved
+        return 128 + int(e.sigval)
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         code = failure.exitcode

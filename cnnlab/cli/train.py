@@ -84,7 +84,10 @@ def _launch(args, given: dict) -> int:
     from ..distributed import pick_backend
     if args.resume:
         from ..runs import read_config
-        read_config(args.resume)
+        from ..runs.fit import refuse_changes
+        from ..train import TrainConfig
+        refuse_changes(TrainConfig.from_dict(read_config(args.resume)["config"]),
+                       {k: v for k, v in given.items() if k != "precision"}, "run")
     else:
         cfg = new_config(args, given).validate()
         from .. import models
