@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import os
 import signal
+import sys
 import threading
 import warnings
 
@@ -114,8 +115,12 @@ def session(device: torch.device, backend: str = "auto"):
             warnings.simplefilter("ignore")
         try:
             yield
-        except PeerLost:
-            raise  # leaving a group whose peers are gone only waits: the process ends now anyway
+        except PeerLost as e:
+            # Leaving a group whose peers are gone, even the interpreter's own exit, waits on them
+            # (about a second, measured): say the line and end now.
+            print(f"cnnlab: error: {e}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(e.exit_code)
         except BaseException:
             _leave()
             raise

@@ -50,7 +50,11 @@ def launch(nproc: int, argv: list[str], resume_dir: str | None = None) -> int:
     except SignalException as e:  # Ctrl-C or SIGTERM: the workers got it too, and rank 0 said what it saved
         return 128 + int(e.sigval)
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
+        # The root cause: a process killed by a signal other than the agent's own SIGTERM, if any
+        # (its peers, ending at once with their line, may carry the same timestamp).
+        killed = [(r, f) for r, f in sorted(e.failures.items(), key=lambda rf: rf[1].timestamp)
+                  if f.exitcode < 0 and -f.exitcode != signal.SIGTERM]
+        rank, failure = killed[0] if killed else e.get_first_failure()
         code = failure.exitcode
         if code >= 0:
             return code or 1  # the worker said why in its own line
