@@ -28,11 +28,18 @@ import torch
 from .errors import CnnlabError, CnnlabWarning
 from .evaluate import evaluate as evaluate_all
 
-# A collective that waits longer than this for the other processes raises (and the run ends):
-# the bound when another process hangs, or another node goes away without closing its sockets.
-# A process that dies on this machine is noticed at once (its sockets close; torchrun's agent
-# then stops the others).
-TIMEOUT_S = int(os.environ.get("CNNLAB_DIST_TIMEOUT", "300"))
+
+def timeout_s() -> int:
+    """Seconds a collective waits for the other processes before it fails and the run ends
+    (CNNLAB_DIST_TIMEOUT, default 300): the bound when a machine goes away without closing its
+    connections. A process that dies on this machine is usually noticed at once (its sockets
+    close), and torchrun's agent stops the others anyway: SIGTERM, then SIGKILL after 30 s."""
+    text = os.environ.get("CNNLAB_DIST_TIMEOUT", "300")
+    if not text.strip().isdigit() or int(text) < 1:
+        raise CnnlabError(f"CNNLAB_DIST_TIMEOUT must be a positive number of seconds, got {text!r}")
+    return int(text)
+
+
 BACKENDS = ("auto", "gloo", "nccl")
 
 
@@ -109,7 +116,7 @@ def session(device: torch.device, backend: str = "auto"):
         dev = local_device(device)
         torch.cuda.set_device(dev)
         kwargs["device_id"] = dev
-    torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=TIMEOUT_S), **kwargs)
+    torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s()), **kwargs)
     with warnings.catch_warnings():
         if not is_main():
             warnings.simplefilter("ignore")
@@ -290,7 +297,7 @@ def peer_lost(e: BaseException, out) -> PeerLost | None:
         # its one line, with status 1.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     text = str(e).lower()
-    why = (f"no answer within {TIMEOUT_S} s" if "timed out" in text or "timeout" in text else
+    why = (f"no answer within {timeout_s()} s" if "timed out" in text or "timeout" in text else
            "its connection closed" if "closed" in text or "reset" in text else type(e).__name__)
     return PeerLost(f"process {rank()} of {world()}: another process of this run stopped ({why}); "
                     f"the last checkpoint in {out} is kept; continue with: {resume_hint(out)}")
