@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from cnnlab import data as data_mod, models
+from cnnlab.allocator import reuse_step_buffers
 from cnnlab.layers import totals
 from cnnlab.summary import summarize
 from cnnlab.train import (TrainConfig, TrainState, pick_device, prepare, resolve_precision, setup, train,
@@ -190,6 +191,7 @@ def main():
     device = pick_device(args.device)
     cfg = TrainConfig(device=str(device), compile=args.compile, val_size=args.val_size)
     data = data_mod.load(args.data)  # decoded into the cache now if it is not there yet
+    reuse_step_buffers()  # as cnnlab's setup() does, for every pipeline here (see cnnlab/allocator.py)
     d = prepare(data, cfg, device)
     n = len(d.train_y)
     macs = totals(summarize(models.create("seed"), (3, 32, 32)))["macs"]
