@@ -24,8 +24,9 @@ def per_epoch(histories: list[list[dict]], key: str) -> tuple[list[int], list[fl
     return epochs, [sum(c) / len(c) for c in cols], [min(c) for c in cols], [max(c) for c in cols]
 
 
-def plot_groups(groups: list[tuple[str, list[list[dict]]]], out, title: str = "") -> Path:
-    """One PNG: validation accuracy (left) and training loss (right) per epoch, a band per group."""
+def plot_groups(groups: list[tuple[str, list[list[dict]]]], out, title: str = ""):
+    """One PNG (out: a path or a binary file object): validation accuracy (left) and training loss
+    (right) per epoch, a band per group."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -55,6 +56,6 @@ def plot_groups(groups: list[tuple[str, list[list[dict]]]], out, title: str = ""
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-        fig.savefig(out, dpi=100)
+        fig.savefig(out, dpi=100, format="png")
         plt.close(fig)
-    return Path(out)
+    return out if hasattr(out, "write") else Path(out)

@@ -183,6 +183,23 @@ def test_compare_table_json_and_curves(tmp_path, capsys):
     assert "NaN" not in out and "Infinity" not in out
 
 
+def test_report_compares_groups_as_compare_does(tmp_path, capsys):
+    from cnnlab.report import is_report
+    a = fake_group(tmp_path / "base", A)
+    b = fake_group(tmp_path / "<b>better", [x + 3 for x in A] + [None], seeds=[0, 1, 2, 3, 4, 5], model="seed-p1")
+    fake_run(b / "seed-5", 0.0, seed=5, model="seed-p1", finished=False)  # stopped during its run
+    page = tmp_path / "groups.html"
+    assert main(["report", str(a), str(b), "--out", str(page)]) == 0
+    text = page.read_text()
+    assert is_report(page) and "cnnlab report: 2 groups" in text
+    mean, std, ci = direct_t_interval(A)
+    assert f"{mean:.2f} ± {std:.2f} %" in text and f"[{ci[0]:.2f}, {ci[1]:.2f}]" in text
+    assert "&lt;b&gt;better is better by 3.0 +- 0.6 points, p &lt; 0.001" in text  # compare's verdict, escaped
+    assert "<b>better" not in text
+    assert "5 of 6" in text and "1 of 6 runs unfinished, left out" in text and "unfinished</td>" in text
+    assert text.count("data:image/png;base64,") == 1  # the groups' curves
+
+
 def test_unfinished_runs_and_other_data_are_flagged_not_mixed(tmp_path, capsys):
     base = fake_group(tmp_path / "base", A)
     partly = fake_group(tmp_path / "partly", [68.0, 68.5, 67.5, None, None])

@@ -15,8 +15,8 @@ def register(sub, parents) -> None:
                        "versions, machine, data and fingerprint, times, the model table, training "
                        "curves, sample images, per-class results, confusion matrix, mistakes and "
                        "calibration (computed when the run has no eval.json). Several runs give a "
-                       "comparison page. Images are inline; the file needs no network and runs no scripts.")
-    r.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="folders written by 'cnnlab train'")
+                       "comparison page; group folders (cnnlab train --seeds) are compared as 'cnnlab compare' does. Images are inline; the file needs no network and runs no scripts.")
+    r.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run folders or group folders written by 'cnnlab train'")
     r.add_argument("--out", default="report.html",
                    help="the HTML file to write; an existing file is replaced only if it is a cnnlab "
                    "report (default: report.html)")

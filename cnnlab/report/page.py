@@ -185,18 +185,22 @@ def comparison(runs: list[dict], curves_png: bytes) -> str:
     return "\n".join(out)
 
 
-def render(runs: list[dict], curves_png: bytes = b"") -> str:
-    """The whole page for one run, or a comparison page for several."""
-    if len(runs) == 1:
+def render(runs: list[dict], curves_png: bytes = b"", groups_html: str = "", n_groups: int = 0) -> str:
+    """The whole page for one run, a comparison page for several, and the groups' section if any."""
+    if len(runs) == 1 and not groups_html:
         title = f"cnnlab report: {runs[0]['name']}"
         lead = f"{runs[0]['config']['config']['model']} · {runs[0]['path']}"
         body = [run_section(runs[0], "run-1", "")]
     else:
-        title = f"cnnlab report: {len(runs)} runs"
-        lead = " · ".join(r["name"] for r in runs)
-        toc = '<nav class="toc"><a href="#compare">side by side</a>' + "".join(
-            f'<a href="#run-{i}">{esc(r["name"])}</a>' for i, r in enumerate(runs, 1)) + "</nav>"
-        body = [toc, comparison(runs, curves_png)]
+        what = [f"{n_groups} group{'s' if n_groups != 1 else ''}"] if groups_html else []
+        what += [f"{len(runs)} run{'s' if len(runs) != 1 else ''}"] if runs else []
+        title = f"cnnlab report: {' and '.join(what)}"
+        lead = " · ".join(r["name"] for r in runs) or "groups of seeds"
+        links = ['<a href="#groups">groups</a>'] if groups_html else []
+        links += ['<a href="#compare">side by side</a>'] if len(runs) > 1 else []
+        links += [f'<a href="#run-{i}">{esc(r["name"])}</a>' for i, r in enumerate(runs, 1)]
+        body = ['<nav class="toc">' + "".join(links) + "</nav>", groups_html]
+        body += [comparison(runs, curves_png)] if len(runs) > 1 else []
         body += [run_section(r, f"run-{i}", f"<h2>Run {i}: {esc(r['name'])}</h2>") for i, r in enumerate(runs, 1)]
     stamp = time.strftime("%Y-%m-%d %H:%M %Z")
     return "\n".join([
