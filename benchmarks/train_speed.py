@@ -187,6 +187,8 @@ def main():
     whole.add_argument("--whole-only", action="store_true",
                        help="only the whole-process comparison (no per-epoch pipelines, no full run)")
     args = ap.parse_args()
+    if args.rounds < 1 or args.repeats < 1:
+        ap.error("--rounds and --repeats must be at least 1")
 
     device = pick_device(args.device)
     cfg = TrainConfig(device=str(device), compile=args.compile, val_size=args.val_size)
