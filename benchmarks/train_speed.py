@@ -1,19 +1,28 @@
-"""Seconds per training epoch of the report recipe, three ways, measured side by side.
+"""Seconds per training epoch of the report recipe, three ways, measured side by side; then
+whole processes, start to exit: `cnnlab train --epochs 2` against the tutorial's whole script.
 
     python benchmarks/train_speed.py [--data PATH] [--repeats 5] [--device auto] [--skip-full]
+                                     [--rounds 2] [--skip-whole | --whole-only]
 
-(a) the usual tutorial pipeline: a per-image Dataset (uint8 HWC array -> PIL image -> float
-    tensor / 255 -> normalize, as ToTensor + Normalize do), a DataLoader with 2 workers, and
-    the report's network written as tutorials write it (conv -> ReLU -> pool, fp32, NCHW);
+Per epoch, in this process:
+(a) the usual tutorial pipeline (benchmarks/tutorial.py): a per-image Dataset (uint8 HWC array
+    -> PIL image -> float tensor / 255 -> normalize, as ToTensor + Normalize do), a DataLoader
+    with 2 workers, and the report's network written as tutorials write it (conv -> ReLU ->
+    pool, fp32, NCHW);
 (b) the same network on in-memory float32 NCHW tensors, normalized once, gathered per batch;
 (c) cnnlab's path (cnnlab.train.train_epoch): uint8 data on the device, index gathers,
     whole-batch normalization, channels_last, bf16 autocast where native, and the seed
     model, which pools before its ReLUs (bitwise the same network as (a) and (b)).
 All three start from the same weights and train with Adam at batch 128 on the same 45k
-images. Each is warmed up, then timed over --repeats whole epochs; the median is reported.
-Then, unless
---skip-full, cnnlab trains the full 20-epoch recipe with validation and reports its time
-(the one-time decode is not counted: the data come from cnnlab's cache).
+images. Each is warmed up, then timed over --repeats whole epochs; the median is reported,
+with GFLOP/s against the nominal peak of the CPU's instruction set (benchmarks/cpu_peak.py:
+AVX2, AVX-512, AMX read from /proc/cpuinfo's flags).
+Whole processes (unless --skip-whole): `cnnlab train --epochs 2` (a fresh process, its own
+temporary --out) and `python benchmarks/tutorial.py --epochs 2` (the tutorial pipeline (a) as a
+whole script: load, 2 epochs with validation, test), alternated A B A B for --rounds rounds,
+both on data already in cnnlab's decode cache; medians and their ratio are printed.
+Then, unless --skip-full, cnnlab trains the full 20-epoch recipe with validation and reports
+its time (the one-time decode is not counted: the data come from cnnlab's cache).
 Runs on CUDA when a GPU is present (--device auto).
 """
 from __future__ import annotations
@@ -21,39 +30,31 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from cnnlab import data as data_mod, models
+from cnnlab.allocator import reuse_step_buffers
 from cnnlab.layers import totals
 from cnnlab.summary import summarize
 from cnnlab.train import (TrainConfig, TrainState, pick_device, prepare, resolve_precision, setup, train,
                           train_epoch)
 
+# benchmarks/ is on sys.path when this file runs as a script
+from cpu_peak import describe_peak, detect_isa, peak_gflops, read_cpu_flags, read_cpu_ghz
+from tutorial import TutorialDataset, tutorial_model
 
-class TutorialDataset(Dataset):
-    """One image at a time, the way most CIFAR-10 tutorials feed a model."""
-
-    def __init__(self, x_hwc: np.ndarray, y: np.ndarray, mean, std):
-        self.x, self.y = x_hwc, y
-        self.mean = torch.tensor(mean).view(3, 1, 1)
-        self.std = torch.tensor(std).view(3, 1, 1)
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        img = Image.fromarray(self.x[i])
-        t = torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous().float().div(255)  # ToTensor
-        return t.sub_(self.mean).div_(self.std), int(self.y[i])  # Normalize
+TUTORIAL_SCRIPT = Path(__file__).with_name("tutorial.py")
 
 
 def sync(device):
@@ -77,13 +78,6 @@ def timed(fn, device, warmup: int, repeats: int) -> list[float]:
 def fresh_model(device, seed=0):
     torch.manual_seed(seed)
     return models.create("seed").to(device)
-
-
-def tutorial_model(device, seed=0):
-    """The report's network as a tutorial writes it, with the same initial weights as seed."""
-    m = fresh_model("cpu", seed)
-    return torch.nn.Sequential(m.conv1, torch.nn.ReLU(), torch.nn.MaxPool2d(2), m.conv2, torch.nn.ReLU(),
-                               torch.nn.MaxPool2d(2), torch.nn.Flatten(), m.fc).to(device)
 
 
 def tutorial_epoch(d, device, loader_args):
@@ -138,18 +132,43 @@ def nominal_peak(device) -> tuple[float, str]:
             if key in name:
                 return tflops * 1000, f"{tflops} TFLOP/s dense bf16 ({name})"
         return float("nan"), f"unknown ({name})"
-    ghz = 0.0
-    try:
-        with open("/proc/cpuinfo") as f:
-            ghz = max(float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")) / 1000
-    except (OSError, ValueError):
-        pass
-    cores = os.cpu_count() or 1
-    fp32 = cores * ghz * 64  # AVX-512: 2 FMA units x 16 lanes x 2 FLOP per cycle
-    text = f"{fp32:.0f} GFLOP/s fp32 ({cores} cores x {ghz:.2f} GHz x 64 FLOP/cycle, AVX-512 FMA)"
-    if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
-        text += f"; {cores * ghz * 1024:.0f} GFLOP/s bf16 with AMX (1024 FLOP/cycle)"
-    return fp32, text
+    isa, ghz, cores = detect_isa(read_cpu_flags()), read_cpu_ghz(), os.cpu_count() or 1
+    return peak_gflops(isa, cores, ghz), describe_peak(isa, cores, ghz)
+
+
+def run_process(command: list[str]) -> tuple[float, str]:
+    """(wall seconds from start to exit, the test accuracy it printed) of one fresh process."""
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(command)}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    found = re.findall(r"Test Accuracy: ([0-9.]+) %", proc.stdout)
+    return seconds, (found[-1] + " %") if found else "?"
+
+
+def whole_processes(source: str, device, rounds: int, epochs: int = 2) -> dict[str, float]:
+    """Median wall seconds of `cnnlab train --epochs 2` and of the tutorial's whole script,
+    alternated A B A B ... so that drift in the machine's speed hits both alike."""
+    print(f"whole processes, start to exit, {epochs} epochs with validation and test, data in the "
+          f"decode cache; alternated, {rounds} rounds:")
+    times: dict[str, list[float]] = {"cnnlab": [], "tutorial": []}
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
+        for r in range(1, rounds + 1):
+            commands = {
+                "cnnlab": [sys.executable, "-m", "cnnlab", "train", "--epochs", str(epochs), "--data", source,
+                           "--device", str(device), "--out", str(Path(tmp) / f"run-{r}")],
+                "tutorial": [sys.executable, str(TUTORIAL_SCRIPT), "--epochs", str(epochs), "--data", source,
+                             "--device", str(device)]}
+            for name, command in commands.items():
+                seconds, test = run_process(command)
+                times[name].append(seconds)
+                print(f"  round {r}: {name:<8} {seconds:7.2f} s  (test {test})", flush=True)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print(f"cnnlab train --epochs {epochs}: {medians['cnnlab']:.2f} s; tutorial script: "
+          f"{medians['tutorial']:.2f} s (medians); tutorial/cnnlab = "
+          f"{medians['tutorial'] / medians['cnnlab']:.2f}x (target >= 3x)")
+    return medians
 
 
 def main():
@@ -161,11 +180,20 @@ def main():
     ap.add_argument("--skip-full", action="store_true", help="skip the full 20-epoch cnnlab run")
     ap.add_argument("--compile", action="store_true",
                     help="cnnlab with torch.compile (CUDA: CUDA graphs); compile time is in the warm-up")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="whole-process rounds, each one `cnnlab train --epochs 2` and one tutorial script (median)")
+    whole = ap.add_mutually_exclusive_group()
+    whole.add_argument("--skip-whole", action="store_true", help="skip the whole-process comparison")
+    whole.add_argument("--whole-only", action="store_true",
+                       help="only the whole-process comparison (no per-epoch pipelines, no full run)")
     args = ap.parse_args()
+    if args.rounds < 1 or args.repeats < 1:
+        ap.error("--rounds and --repeats must be at least 1")
 
     device = pick_device(args.device)
     cfg = TrainConfig(device=str(device), compile=args.compile, val_size=args.val_size)
-    data = data_mod.load(args.data)
+    data = data_mod.load(args.data)  # decoded into the cache now if it is not there yet
+    reuse_step_buffers()  # as cnnlab's setup() does, for every pipeline here (see cnnlab/allocator.py)
     d = prepare(data, cfg, device)
     n = len(d.train_y)
     macs = totals(summarize(models.create("seed"), (3, 32, 32)))["macs"]
@@ -179,6 +207,9 @@ def main():
     print(f"work: {flops_per_epoch / 1e9:.1f} GFLOP per epoch; nominal peak {peak_text}")
     print(f"cnnlab precision: {resolve_precision(cfg, device)}, channels_last"
           f"{', torch.compile' if cfg.compile else ''}\n")
+    if args.whole_only:
+        whole_processes(data.source, device, args.rounds)
+        return 0
 
     loader_args = {"num_workers": 2, "pin_memory": device.type == "cuda"}
     pipelines = [("a", "tutorial Dataset + DataLoader(2 workers)", tutorial_epoch(d, device, loader_args)),
@@ -192,7 +223,10 @@ def main():
               f"{flops_per_epoch / medians[key] / 1e9:8.1f} GFLOP/s = "
               f"{100 * flops_per_epoch / medians[key] / 1e9 / peak:4.1f} % of {peak_kind} peak  (runs: "
               f"{', '.join(f'{t:.2f}' for t in times)})", flush=True)
-    print(f"\nspeed-up of cnnlab: a/c = {medians['a'] / medians['c']:.2f}x, b/c = {medians['b'] / medians['c']:.2f}x")
+    print(f"\nspeed-up of cnnlab: a/c = {medians['a'] / medians['c']:.2f}x, b/c = {medians['b'] / medians['c']:.2f}x\n")
+    if not args.skip_whole:
+        whole_processes(data.source, device, args.rounds)
+        print()
 
     if not args.skip_full:
         torch.manual_seed(cfg.seed)

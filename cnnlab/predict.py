@@ -24,9 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import CnnlabError
-
-RESIZE_NOTE = ("images are resized so that their shorter side is the run's image size, then "
-               "the centre square is cut out (the aspect ratio is kept)")
+from .text import RESIZE_NOTE  # noqa: F401 - kept here too; the CLI reads it from text.py
 
 
 @dataclass

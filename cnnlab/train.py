@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import arithmetic, augment, averaging, distributed, optim
+from . import allocator, arithmetic, augment, averaging, distributed, optim
 from .data import ImageData, channel_stats, normalize, parse_val_size, split_indices
 from .errors import CnnlabError
 from .recipes.schema import Recipe, build, check
@@ -223,6 +223,7 @@ def setup(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, arith:
     cuda = device.type == "cuda"
     arith = arith or arithmetic.resolve(cfg.precision, uses_channels_last(cfg), device)
     arithmetic.apply(arith, device)  # CUDA: TF32 off, cuDNN autotuner on (fixed shapes)
+    allocator.reuse_step_buffers()  # glibc: each step's CPU buffers from the heap, not fresh mmaps
     memory_format = torch.channels_last if arith["memory_format"] == "channels_last" else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     opt = optim.build(model, cfg.optimizer, device)

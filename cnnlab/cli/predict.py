@@ -29,7 +29,7 @@ def cmd_predict(args) -> int:
 
 
 def register(sub, parents) -> None:
-    from ..predict import RESIZE_NOTE
+    from ..text import RESIZE_NOTE  # not ..predict: that imports numpy and Pillow
     p = sub.add_parser("predict", parents=parents, help="a trained run's top classes for your own images",
                        description="Predict the classes of image files with a trained run. Any image "
                        "Pillow opens works: grey, palette, 16-bit, transparent (composited on white), "

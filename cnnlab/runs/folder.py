@@ -38,7 +38,8 @@ def versions() -> dict:
 
 
 def machine() -> dict:
-    """What the run ran on, for reports: OS, CPU model and count, GPU name when CUDA is there."""
+    """What the run ran on, for reports: OS, CPU model, count and instruction set, GPU name when
+    CUDA is there."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -46,7 +47,10 @@ def machine() -> dict:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu}
+    # The vector instruction set torch's CPU kernels run with (AVX2, AVX512, ...) and AMX, which
+    # makes precision auto pick bf16: CPU results are bitwise repeatable only on the same kind.
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "amx": arithmetic.has_amx()}
 
 
 def plan_run_dir(out: str | None, model: str) -> Path:
