@@ -34,6 +34,7 @@ from cpu_peak import detect_isa, read_cpu_flags  # noqa: E402
 from train_speed import timed, tutorial_epoch  # noqa: E402  (the tutorial pipeline, (a))
 
 from cnnlab import data as data_mod, recipes  # noqa: E402
+from cnnlab.allocator import reuse_step_buffers  # noqa: E402
 from cnnlab.train import TrainConfig, pick_device, prepare  # noqa: E402
 
 # The targets: (accuracy %, largest time / T_tut); None: reported only.
@@ -121,6 +122,9 @@ def main() -> int:
     args = ap.parse_args()
 
     device = pick_device(args.device)
+    # As benchmarks/train_speed.py and cnnlab's setup() do: without it glibc maps every step's
+    # buffers afresh and the tutorial pipeline would look slower than it is (cnnlab/allocator.py).
+    reuse_step_buffers()
     data = data_mod.load(args.data)  # decodes and caches once; every run below reads the cache
     where = machine(device)
     print(f"machine: {where}", flush=True)
