@@ -9,7 +9,8 @@ the run: a resumed run keeps it on any machine that can compute it (bf16 autocas
 every CPU, emulated and slower without AMX) and otherwise refuses, saying how to switch.
 On CUDA the run also fixes TF32 off (fp32 means IEEE fp32, as on the CPU) and cuDNN's
 autotuner on (kernels are chosen per process, so CUDA runs are not bitwise reproducible).
-Evaluation runs under true_fp32(): no autocast and no TF32, whatever the process set.
+Evaluation runs under true_fp32(): no autocast and no TF32, whatever the process set; a recipe
+with eval_precision = "train" evaluates in the run's own precision instead (eval_precision).
 """
 from __future__ import annotations
 
@@ -120,3 +121,16 @@ def true_fp32(device: torch.device):
         yield
     finally:
         _set_tf32(*before)
+
+
+def eval_precision(setting: str, arith: dict) -> str:
+    """The precision of a run's validation and test: its recipe's eval_precision setting, fp32
+    (IEEE, the default) or train (the run's own: bf16 when it trains in bf16)."""
+    return arith["precision"] if setting == "train" else "fp32"
+
+
+def eval_arithmetic(precision: str, device: torch.device):
+    """A context for evaluation in precision: bf16 autocast, or true_fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return true_fp32(device)

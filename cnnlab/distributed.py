@@ -239,17 +239,18 @@ def broadcast_state(module: torch.nn.Module) -> None:
         torch.distributed.broadcast(t, src=0)
 
 
-def evaluate(model, x, y, mean, std, batch_size: int = 1000, channels_last: bool = False, tta: str = "none") -> dict:
+def evaluate(model, x, y, mean, std, batch_size: int = 1000, channels_last: bool = False, tta: str = "none",
+             precision: str = "fp32") -> dict:
     """cnnlab.evaluate.evaluate over all ranks: each takes a run of whole evaluation batches (the
     very batches one process would use, so the same logits), and the counts are summed."""
     if world() == 1:
-        return evaluate_all(model, x, y, mean, std, batch_size, channels_last, tta)
+        return evaluate_all(model, x, y, mean, std, batch_size, channels_last, tta, precision)
     broadcast_state(model)
     total = len(x)
     batches = -(-total // batch_size)
     mine = rank_slice(batches, rank(), world())
     lo, hi = min(mine.start * batch_size, total), min(mine.stop * batch_size, total)
-    part = evaluate_all(model, x[lo:hi], y[lo:hi], mean, std, batch_size, channels_last, tta)
+    part = evaluate_all(model, x[lo:hi], y[lo:hi], mean, std, batch_size, channels_last, tta, precision)
     local = torch.tensor([part["correct"], part["loss"] * part["total"] if part["total"] else 0.0],
                          dtype=torch.float64, device=_collective_device())
     correct, loss_sum = sum_ranks(local).tolist()

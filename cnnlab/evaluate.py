@@ -3,6 +3,10 @@
     out = evaluate(model, x, y, mean, std)                 # {'acc', 'loss', 'correct', 'total'}
     out = evaluate(model, x, y, mean, std, tta="flip")     # test-time augmentation
     z = predict_logits(model, x, mean, std, tta="none")    # (N, classes) float32 logits
+    out = evaluate(model, x, y, mean, std, precision="bf16")   # a bf16 run's own arithmetic
+
+Evaluation is IEEE fp32 unless precision says bf16 (autocast, as the run trained): a recipe
+chooses with eval_precision (cnnlab.arithmetic.eval_precision).
 
 Test-time augmentation (tta) averages the logits of a few views of each image:
     none        the image alone
@@ -15,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .arithmetic import true_fp32
+from .arithmetic import eval_arithmetic
 from .data import normalize
 
 TTA_MODES = ("none", "flip", "flip-shift")
@@ -42,13 +46,14 @@ def _views_logits(model, x, tta: str):
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, mean, std, batch_size: int = 1000,
-                   channels_last: bool = False, tta: str = "none") -> torch.Tensor:
-    """float32 logits (N, classes) of uint8 images x (N, C, H, W) on the model's device, in eval mode."""
+                   channels_last: bool = False, tta: str = "none", precision: str = "fp32") -> torch.Tensor:
+    """float32 logits (N, classes) of uint8 images x (N, C, H, W) on the model's device, in eval
+    mode, computed in precision (fp32, or bf16 autocast)."""
     was_training = model.training
     model.eval()
     out = []
     try:
-        with true_fp32(x.device):  # on CUDA: TF32 off, so evaluation is fp32 as on the CPU
+        with eval_arithmetic(precision, x.device):  # fp32: TF32 off on CUDA, as on the CPU
             for i in range(0, len(x), batch_size):
                 xb = normalize(x[i:i + batch_size], mean, std)
                 if channels_last:
@@ -63,7 +68,8 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, mean, std, batch_siz
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std,
-             batch_size: int = 1000, channels_last: bool = False, tta: str = "none") -> dict:
+             batch_size: int = 1000, channels_last: bool = False, tta: str = "none",
+             precision: str = "fp32") -> dict:
     """{'acc': percent correct, 'loss': mean cross-entropy, 'correct', 'total'} over (x, y).
 
     x is uint8 (N, C, H, W) on the model's device; predictions are made batch by batch.
@@ -74,7 +80,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     for i in range(0, total, batch_size):
-        logits = predict_logits(model, x[i:i + batch_size], mean, std, batch_size, channels_last, tta)
+        logits = predict_logits(model, x[i:i + batch_size], mean, std, batch_size, channels_last, tta, precision)
         yb = y[i:i + batch_size]
         loss_sum += F.cross_entropy(logits, yb, reduction="sum")
         correct += (logits.argmax(1) == yb).sum()

@@ -122,7 +122,7 @@ def predict(run_dir, inputs, top_k: int = 3, tta: str = "none", device: str = "a
     import torch
 
     from .evaluate import predict_logits
-    from .runs.saved import load_run, place
+    from .runs.saved import eval_precision, load_run, place
     for raw in inputs:  # a missing input is an error before any work
         if not Path(raw).exists():
             raise CnnlabError(f"{raw} does not exist: pass image files or folders of images")
@@ -138,7 +138,7 @@ def predict(run_dir, inputs, top_k: int = 3, tta: str = "none", device: str = "a
         if good:
             x = torch.from_numpy(np.stack([decoded[i][0] for i in good])).to(dev)
             probs = torch.softmax(predict_logits(model, x, info["mean"], info["std"], batch_size,
-                                                 channels_last, tta), dim=1)
+                                                 channels_last, tta, eval_precision(config)), dim=1)
             p, idx = probs.topk(k, dim=1)
             for row, i in enumerate(good):
                 top[i] = [(classes[int(c)], float(q)) for q, c in zip(p[row], idx[row])]

@@ -211,6 +211,7 @@ class Setup:
     autocast: Callable  # () -> context manager for the forward pass
     memory_format: torch.memory_format
     averager: averaging.WeightAverage | None = None  # the recipe's weight averaging, if any
+    eval_precision: str = "fp32"  # validation's and test's arithmetic (arithmetic.eval_precision)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -236,7 +237,8 @@ def setup(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, arith:
     # this network is bound by kernel launches, not arithmetic. (Not yet measured on a GPU.)
     step_model = (torch.compile(step_model, mode="reduce-overhead" if cuda else "default")
                   if cfg.compile else step_model)
-    return Setup(model, step_model, opt, autocast, memory_format, averager)
+    return Setup(model, step_model, opt, autocast, memory_format, averager,
+                 arithmetic.eval_precision(cfg.eval_precision, arith))
 
 
 def total_steps(cfg: TrainConfig, n: int) -> int:
@@ -344,7 +346,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[
         if should_stop() and not capped and state.step < math.ceil(len(d.train_y) / cfg.batch_size):
             state.stopped = True
             return state, s
-        val = distributed.evaluate(s.eval_model, d.val_x, d.val_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last)
+        val = distributed.evaluate(s.eval_model, d.val_x, d.val_y, d.mean_t, d.std_t, cfg.eval_batch_size,
+                                   channels_last, precision=s.eval_precision)
         row = {"epoch": state.epoch, "iters": state.step, "avg_loss": avg_loss,
                "elapsed_s": state.elapsed, "val_acc": val["acc"]}
         state.history.append(row)

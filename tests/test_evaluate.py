@@ -75,3 +75,15 @@ def test_evaluate_counts_and_loss_match_a_direct_computation(model):
 def test_unknown_tta_mode_is_refused(model):
     with pytest.raises(ValueError, match="unknown test-time augmentation"):
         predict_logits(model, images(2), MEAN, STD, tta="rotate")
+
+
+def test_bf16_evaluation_is_the_forward_pass_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = create("seed-bn").eval()
+    x = images(20)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        direct = model(normalized(x)).float()
+    bf16 = predict_logits(model, x, MEAN, STD, batch_size=8, precision="bf16")
+    fp32 = predict_logits(model, x, MEAN, STD, batch_size=8)
+    assert bf16.dtype == torch.float32 and torch.allclose(bf16, direct, atol=1e-6)
+    assert not torch.equal(bf16, fp32) and torch.allclose(bf16, fp32, atol=0.1)

@@ -1,5 +1,7 @@
 """The speed-record family (cnnlab.models.fast): shapes, frozen parts, the whitening init against
 a direct eigen-decomposition, and the summary's arithmetic."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from cnnlab.cli import main
 from cnnlab.layers import totals
 from cnnlab.models import MODELS, create
 from cnnlab.models.fast import WHITEN_EPS, FastNet, whitening_weights
+from cnnlab.runs.saved import eval_precision
 from cnnlab.summary import summarize
 
 FAST = [name for name in MODELS if name.startswith("fast-")]
@@ -155,3 +158,24 @@ def test_summary_command_for_fast_94(capsys):
     out = capsys.readouterr().out
     assert "1,972,792" in out
     assert "whiten" in out and "frozen" in out
+
+
+def test_the_sprint_recipe_end_to_end_beats_chance_and_evaluates_again_the_same(real_subset, tmp_path, capsys):
+    """The sprint as a user runs it, on 1,000 real training images: whitening from the data,
+    SGD with the triangle schedule, alternating flips, flip TTA, validation and test in the
+    run's own precision (eval_precision = "train"), which `cnnlab evaluate` uses again."""
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", "sprint", "--data", str(real_subset), "--batch-size", "50",
+                 "--epochs", "8", "--max-steps", "150", "--out", str(run)]) == 0
+    trained = [x for x in capsys.readouterr().out.splitlines() if x.startswith("Test Accuracy: ")][0]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["recipe"] == "sprint" and metrics["steps"] == 150 and metrics["tta"] == "flip"
+    assert metrics["test_acc"] > 25, trained  # chance is 10 %
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["eval_precision"] == "train"
+    # the run's own precision: bf16 where the CPU has AMX, fp32 elsewhere; the seed recipe's is fp32
+    assert eval_precision(config) == config["arithmetic"]["precision"]
+    assert eval_precision({**config, "config": {**config["config"], "eval_precision": "fp32"}}) == "fp32"
+    assert main(["evaluate", str(run)]) == 0
+    again = capsys.readouterr().out.splitlines()[0]
+    assert f"{metrics['test_acc']:.3f} %" in again, (trained, again)

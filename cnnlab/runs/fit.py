@@ -334,7 +334,7 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     channels_last = uses_channels_last(cfg)
     # With weight averaging, the averaged weights are the run's result: tested and saved.
     test = distributed.evaluate(s.eval_model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last,
-                    cfg.tta)
+                                cfg.tta, s.eval_precision)
     log(f"Test Accuracy: {test['acc']:.3f} %" + ("" if cfg.tta == "none" else f" (test-time augmentation: {cfg.tta})"))
     metrics = {"model": cfg.model, "recipe": cfg.recipe, "tta": cfg.tta, "test_acc": test["acc"], "test_loss": test["loss"],
                "val_acc": _number(state.history[-1]["val_acc"]), "epochs": len(state.history),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoints, data as data_mod, models
+from .. import arithmetic, checkpoints, data as data_mod, models
 from ..errors import CnnlabError
 from ..evaluate import TTA_MODES, predict_logits
 from ..train import TrainConfig, pick_device, uses_channels_last
@@ -41,6 +41,13 @@ def place(model: torch.nn.Module, config: dict, device: str) -> tuple[torch.devi
     channels_last = uses_channels_last(TrainConfig.from_dict(config["config"]))
     model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return dev, channels_last
+
+
+def eval_precision(config: dict) -> str:
+    """The arithmetic the run validated and tested in (its recipe's eval_precision): fp32 or bf16."""
+    cfg = TrainConfig.from_dict(config["config"])
+    trained = config.get("arithmetic", {}).get("precision", config.get("precision", "fp32"))
+    return arithmetic.eval_precision(cfg.eval_precision, {"precision": trained})
 
 
 def default_data(config: dict):
@@ -74,7 +81,7 @@ def evaluate_run(run_dir: Path, data_path=None, device: str = "auto", tta: str |
     test_x, test_y = data.test_x.to(dev), data.test_y.to(dev)
     # Batches of eval_batch_size, as training evaluated: the same logits, the same accuracy.
     logits = predict_logits(model, test_x, info["mean"], info["std"], cfg.eval_batch_size,
-                            channels_last, tta)
+                            channels_last, tta, eval_precision(config))
     correct = int((logits.argmax(1) == test_y).sum()) if len(test_y) else 0
     total = len(test_y)
     seconds = time.perf_counter() - start
