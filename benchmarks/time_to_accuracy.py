@@ -111,9 +111,10 @@ def main() -> int:
     args = ap.parse_args()
 
     device = pick_device(args.device)
-    # As benchmarks/train_speed.py and cnnlab's setup() do: without it glibc maps every step's
-    # buffers afresh and the tutorial pipeline would look slower than it is (cnnlab/allocator.py).
-    reuse_step_buffers()
+    # As a torchvision script ends up with (benchmarks/tutorial.py): without it glibc maps every
+    # step's buffers afresh and the tutorial pipeline would look slower than it is
+    # (cnnlab/allocator.py). The recipes run as their own processes, with cnnlab's setting.
+    reuse_step_buffers(large=False)
     data = data_mod.load(args.data)  # decodes and caches once; every run below reads the cache
     where = machine(device)
     print(f"machine: {where}", flush=True)

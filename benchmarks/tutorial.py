@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     # torchvision's CIFAR10 frees its five 30 MB batch arrays once it has stacked them, which
     # raises glibc's mmap threshold about as far as this does (see cnnlab/allocator.py): without
     # it, every step here would map its buffers afresh and the baseline would look slower than it is.
-    reuse_step_buffers()
+    reuse_step_buffers(large=False)
     hwc = lambda x: x.permute(0, 2, 3, 1).contiguous().numpy()  # noqa: E731
     full = TutorialDataset(hwc(data.train_x), data.train_y.numpy(), CIFAR_MEAN, CIFAR_STD)
     trainset, valset = random_split(full, [len(full) - 5000, 5000], generator=torch.Generator().manual_seed(0))
