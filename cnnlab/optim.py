@@ -9,6 +9,8 @@ Parameters are grouped by kind: "weight" (conv and linear weights), "bias" (thei
 param_groups() -> {"weight": [...], "bias": [...], "norm": [...]}. Each kind gets
 lr * lr_scale[kind]; kinds with the same settings share one torch param group, in the model's
 parameter order (so the report's recipe is one group, exactly as torch.optim.Adam(model.parameters())).
+A kind with lr_scale 0 is frozen: its parameters stop requiring gradients, so autograd skips
+their backward work (for fast-s, the whitening bias: its GELU's backward at full resolution).
 
 Decoupled weight decay (AdamW's, for SGD too): before each step every weight is multiplied
 by 1 - lr * factor * weight_decay * decay_scale[kind]; the peak lr here is the recipe's,
@@ -19,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .errors import CnnlabError
 from .recipes.schema import Optimizer
 
 KINDS = ("weight", "bias", "norm")
@@ -48,6 +51,14 @@ def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 def build(model: nn.Module, cfg: Optimizer, device: torch.device | None = None) -> torch.optim.Optimizer:
     """The torch optimizer for model's parameters as the recipe's [optimizer] table says."""
     kinds = param_groups(model)
+    for kind in KINDS:
+        if getattr(cfg.lr_scale, kind) == 0:  # frozen: no step, no decay, and no gradient computed
+            for p in kinds[kind]:
+                p.requires_grad_(False)
+            kinds[kind] = []
+    if not any(kinds.values()):
+        raise CnnlabError("optimizer.lr_scale is 0 for every kind of parameter this model has: "
+                          "nothing would train; give at least one kind a positive scale")
     settings = {k: (cfg.lr * getattr(cfg.lr_scale, k), cfg.lr * cfg.weight_decay * getattr(cfg.decay_scale, k))
                 for k in KINDS}
     by_setting: dict[tuple, list] = {}

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from cnnlab import augment, averaging, optim
+from cnnlab.errors import CnnlabError
 from cnnlab.models import MODELS, create
 from cnnlab.recipes.schema import Augment, Averaging, GroupScales, Optimizer, Schedule
 from cnnlab.schedules import lr_factor
@@ -178,6 +179,30 @@ def test_sgd_nesterov_with_a_learning_rate_per_kind():
     run_steps(b, theirs_opt)
     for p, q in zip(ours, b.parameters()):
         torch.testing.assert_close(p, q.detach())
+
+
+def test_lr_scale_zero_freezes_a_kind_and_the_others_train_as_without_it():
+    a, b = tiny_net(), tiny_net()
+    cfg = Optimizer(name="sgd", lr=0.1, momentum=0.9, weight_decay=0.1, lr_scale=GroupScales(bias=0.0))
+    ours = run_steps(a, optim.build(a, cfg), stepper=optim.step)
+    biases = {id(p) for p in (a[0].bias, a[4].bias)}
+    assert [p.requires_grad for p in a.parameters()] == [id(p) not in biases for p in a.parameters()]
+    m = b  # the oracle: torch's SGD over the other parameters, decay written out, biases untouched
+    keep = [p for p in m.parameters() if p is not m[0].bias and p is not m[4].bias]
+    start = [p.detach().clone() for p in (m[0].bias, m[4].bias)]
+
+    def decay_then_step(opt):
+        with torch.no_grad():
+            for p in keep:
+                p.mul_(1 - 0.1 * 0.1)
+        opt.step()
+    theirs = run_steps(m, torch.optim.SGD(keep, lr=0.1, momentum=0.9), stepper=decay_then_step)
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q)
+    for p, s in zip((a[0].bias, a[4].bias), start):
+        assert torch.equal(p.detach(), s)
+    with pytest.raises(CnnlabError, match="nothing would train"):
+        optim.build(tiny_net(), Optimizer(lr_scale=GroupScales(weight=0.0, bias=0.0, norm=0.0)))
 
 
 def test_decay_scale_zero_leaves_norms_undecayed():

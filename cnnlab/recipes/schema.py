@@ -48,7 +48,8 @@ class Optimizer:
     betas: tuple[float, float] = _f((0.9, 0.999), "adam: moment decay rates", min=0, lt=1)
     eps: float = _f(1e-8, "adam: added to the denominator", gt=0)
     weight_decay: float = _f(0.0, "decoupled: each step w -= lr * schedule * weight_decay * w", min=0)
-    lr_scale: GroupScales = _f(GroupScales, "learning-rate multiplier per kind of parameter")
+    lr_scale: GroupScales = _f(GroupScales, "learning-rate multiplier per kind of parameter; 0 freezes the kind "
+                               "(no gradient, no step, no decay)")
     decay_scale: GroupScales = _f(GroupScales, "weight-decay multiplier per kind of parameter")
 
 
