@@ -13,6 +13,7 @@ JSON; a pair that is not like for like gets no verdict.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from . import stats
 from .errors import CnnlabError
+from .recipes.schema import Recipe, build
 from .runs.folder import read_config
 from .runs.group import GROUP_FILE, best_val_epoch, read_group, run_dir
 
@@ -119,10 +121,21 @@ def load_group(path) -> Group:
 NOT_RECIPE = {"seed", "out", "data", "device", "strict", "eval_batch_size", "compile"}
 
 
+def _resolved(config: dict) -> dict:
+    """A run's settings with every recipe field, those its cnnlab version did not yet record at
+    their defaults (a run from before sync_bn existed trained as sync_bn's default says)."""
+    try:
+        recipe = dataclasses.asdict(build(Recipe, config, "config.json", lenient=True))
+    except CnnlabError:  # a config this version cannot read: compare it as it is
+        recipe = {}
+    return {**config, **recipe}
+
+
 def _recipe_differences(runs: list[Run]) -> list[str]:
     """The settings (other than the seed and where it ran) in which runs of one group differ."""
-    keys = sorted({k for r in runs for k in r.config["config"]} - NOT_RECIPE)
-    return [k for k in keys if len({json.dumps(r.config["config"].get(k), sort_keys=True) for r in runs}) > 1]
+    configs = [_resolved(r.config["config"]) for r in runs]
+    keys = sorted({k for c in configs for k in c} - NOT_RECIPE)
+    return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
 
 
 def _mean(values: list) -> float | None:

@@ -210,6 +210,16 @@ def test_unfinished_runs_and_other_data_are_flagged_not_mixed(tmp_path, capsys):
         (mixed / "seed-2" / "config.json").read_text().replace("a" * 64, "c" * 64))
     lr = fake_group(tmp_path / "lr", [60.0, 61.0, 62.0])
     (lr / "seed-1" / "config.json").write_text((lr / "seed-1" / "config.json").read_text().replace('"epochs"', '"lr": 0.1, "epochs"'))
+    # a setting an older cnnlab did not record is its default, not a difference
+    newer = fake_group(tmp_path / "newer", [60.0, 61.0, 62.0])
+    (newer / "seed-2" / "config.json").write_text((newer / "seed-2" / "config.json").read_text().replace(
+        '"epochs"', '"sync_bn": true, "eval_precision": "fp32", "epochs"'))
+    unlike = fake_group(tmp_path / "unlike", [60.0, 61.0, 62.0])
+    (unlike / "seed-2" / "config.json").write_text((unlike / "seed-2" / "config.json").read_text().replace(
+        '"epochs"', '"sync_bn": false, "epochs"'))
+    code, out, _ = run_compare(capsys, base, newer, unlike, "--json")
+    flags = {g["name"]: g["flags"] for g in json.loads(out)["groups"]}
+    assert flags["newer"] == [] and flags["unlike"] == ["mixed recipes (sync_bn differs)"]
     code, out, _ = run_compare(capsys, base, partly, other, mixed, lr, "--json")
     assert code == 0
     groups = {g["name"]: g for g in json.loads(out)["groups"]}
