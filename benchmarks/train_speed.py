@@ -216,7 +216,9 @@ def main():
     device = pick_device(args.device)
     cfg = TrainConfig(device=str(device), compile=args.compile, val_size=args.val_size)
     data = data_mod.load(args.data)  # decoded into the cache now if it is not there yet
-    reuse_step_buffers()  # as cnnlab's setup() does, for every pipeline here (see cnnlab/allocator.py)
+    # As cnnlab's setup() does, for every pipeline in this process (see cnnlab/allocator.py): the
+    # tutorial pipelines get cnnlab's malloc too, which can only make them faster than as scripts.
+    reuse_step_buffers()
     d = prepare(data, cfg, device)
     n = len(d.train_y)
     macs = totals(summarize(models.create("seed"), (3, 32, 32)))["macs"]
