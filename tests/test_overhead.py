@@ -149,3 +149,36 @@ def test_training_steps_reuse_their_buffers_instead_of_faulting_in_fresh_pages()
         pytest.skip("libc is not glibc")
     default = page_faults_of_30_steps("default")[1]
     assert faults * 10 < default, (faults, default)  # measured: about 1,000 against 100,000+
+
+
+PLAIN_STEP = """
+import sys, torch
+from cnnlab import optim
+from cnnlab.recipes.schema import Optimizer
+def run(name, plain):
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    opt = optim.build(m, Optimizer(name=name, lr=0.1, weight_decay=0.01, nesterov=name == "sgd"))
+    if not plain:
+        opt.plain_step = None  # torch.optim's own step(), wrappers and all
+    for i in range(5):
+        opt.zero_grad(set_to_none=True)
+        m(torch.arange(8.0).view(2, 4) * (i + 1)).square().sum().backward()
+        optim.step(opt)
+    opt.load_state_dict(opt.state_dict())  # a checkpoint's round trip
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+ours = {name: run(name, True) for name in ("adam", "sgd")}
+print("torch._dynamo" in sys.modules)
+print(all(torch.equal(ours[name], run(name, False)) for name in ours))
+"""
+
+
+def test_an_uncompiled_run_never_imports_dynamo_and_steps_bitwise_as_torch_optim(real_subset, tmp_path):
+    """torch.optim imports torch._dynamo (0.8 s) only for torch.compile's sake; cnnlab.optim
+    skips that where nothing is compiled, and its steps stay torch's own, bit for bit."""
+    proc = subprocess.run([sys.executable, "-c", PLAIN_STEP], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True"]
+    run = tmp_path / "run"  # a whole run: training, checkpoint, test, files
+    loaded = imported_by("train", "--data", str(real_subset), "--max-steps", "3", "--val-size", "100", "--out", str(run))
+    assert (run / "metrics.json").is_file() and "torch" in loaded and "torch._dynamo" not in loaded

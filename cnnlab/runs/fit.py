@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .. import allocator, arithmetic, checkpoints, data as data_mod, distributed, files, models, preload
+from .. import allocator, arithmetic, checkpoints, data as data_mod, distributed, files, models
 from ..errors import CnnlabError
 from ..data import normalize
 from ..recipes import to_dict
@@ -116,8 +116,6 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     main = distributed.is_main()  # several processes: rank 0 alone prints and writes
     log = log if main else quiet
     planned = distributed.main_only(plan_run_dir, cfg.out, cfg.model)  # rank 0's date-time name
-    # The settings are checked: what the first step and the end need imports while the data load.
-    preload.start("torch._dynamo", "cnnlab.plots")
     allocator.reuse_step_buffers()  # before the data: their copies, the whitening and tests too
     data = data_mod.load(cfg.data, strict=cfg.strict)
     distributed.same_as_main(data.fingerprint, f"the data at {data.source}")
