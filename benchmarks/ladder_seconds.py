@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from time_to_accuracy import machine  # noqa: E402
+from train_speed import run_process  # noqa: E402
 
 from cnnlab import recipes  # noqa: E402
 from cnnlab.train import pick_device  # noqa: E402
@@ -32,9 +32,7 @@ def epoch_seconds(recipe: str, data: str | None, folder: Path) -> float:
     out = folder / recipe
     cmd = [sys.executable, "-m", "cnnlab", "train", "--recipe", recipe, "--epochs", "2", "--out", str(out)]
     cmd += ["--data", data] if data else []
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{recipe}: cnnlab train failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    run_process(cmd)  # exits with the process's output if it fails
     with open(out / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     return float(rows[1]["elapsed_s"]) - float(rows[0]["elapsed_s"])

@@ -22,6 +22,7 @@ import sys
 
 import torch
 import torch.nn as nn
+from torch.optim import optimizer as torch_optimizer
 
 from .errors import CnnlabError
 from .recipes.schema import Optimizer
@@ -88,7 +89,6 @@ def _plain_step(opt: torch.optim.Optimizer):
 def _hooked(opt: torch.optim.Optimizer) -> bool:
     """Whether any optimizer step hook is registered, on opt or globally (torch.optim's wrapper
     must then run)."""
-    from torch.optim import optimizer as torch_optimizer
     return bool(getattr(opt, "_optimizer_step_pre_hooks", None) or getattr(opt, "_optimizer_step_post_hooks", None)
                 or getattr(torch_optimizer, "_global_optimizer_pre_hooks", None)
                 or getattr(torch_optimizer, "_global_optimizer_post_hooks", None))

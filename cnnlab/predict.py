@@ -130,6 +130,7 @@ def predict(run_dir, inputs, top_k: int = 3, tta: str = "none", device: str = "a
     info = config["data"]
     classes, size = info["classes"], info["image_size"]
     dev, channels_last = place(model, config, device)
+    precision = eval_precision(config)
     k = max(1, min(top_k, len(classes)))
     for batch in _batches(walk(inputs), batch_size):
         decoded = [decode_or_reason(p, size) for p in batch]
@@ -138,7 +139,7 @@ def predict(run_dir, inputs, top_k: int = 3, tta: str = "none", device: str = "a
         if good:
             x = torch.from_numpy(np.stack([decoded[i][0] for i in good])).to(dev)
             probs = torch.softmax(predict_logits(model, x, info["mean"], info["std"], batch_size,
-                                                 channels_last, tta, eval_precision(config)), dim=1)
+                                                 channels_last, tta, precision), dim=1)
             p, idx = probs.topk(k, dim=1)
             for row, i in enumerate(good):
                 top[i] = [(classes[int(c)], float(q)) for q, c in zip(p[row], idx[row])]

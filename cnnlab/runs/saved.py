@@ -14,6 +14,7 @@ from .. import arithmetic, checkpoints, data as data_mod, models
 from ..errors import CnnlabError
 from ..evaluate import TTA_MODES, predict_logits
 from ..train import TrainConfig, pick_device, uses_channels_last
+from .fit import saved_arithmetic
 from .folder import read_config
 
 
@@ -45,9 +46,9 @@ def place(model: torch.nn.Module, config: dict, device: str) -> tuple[torch.devi
 
 def eval_precision(config: dict) -> str:
     """The arithmetic the run validated and tested in (its recipe's eval_precision): fp32 or bf16."""
-    cfg = TrainConfig.from_dict(config["config"])
-    trained = config.get("arithmetic", {}).get("precision", config.get("precision", "fp32"))
-    return arithmetic.eval_precision(cfg.eval_precision, {"precision": trained})
+    if TrainConfig.from_dict(config["config"]).eval_precision != "train":
+        return "fp32"  # also every run from before eval_precision (some predate saved arithmetic)
+    return arithmetic.eval_precision("train", saved_arithmetic(config))
 
 
 def default_data(config: dict):
