@@ -12,6 +12,11 @@ parameter order (so the report's recipe is one group, exactly as torch.optim.Ada
 A kind with lr_scale 0 is frozen: its parameters stop requiring gradients, so autograd skips
 their backward work (for fast-s, the whitening bias: its GELU's backward at full resolution).
 
+train_epochs[kind] = N > 0 trains the kind in epochs 1..N only (airbench trains its whitening
+bias for 3 epochs): set_epoch() freezes it from epoch N + 1, a pure function of the epoch, so a
+resumed run freezes the same. Frozen parameters take no step and no decay; the optimizer keeps
+their momentum untouched.
+
 Decoupled weight decay (AdamW's, for SGD too): before each step every weight is multiplied
 by 1 - lr * factor * weight_decay * decay_scale[kind]; the peak lr here is the recipe's,
 not scaled per kind, so a kind with a large lr_scale (BN biases) is not decayed faster.
@@ -129,7 +134,25 @@ def build(model: nn.Module, cfg: Optimizer, device: torch.device | None = None,
     else:
         raise ValueError(f"unknown optimizer {cfg.name!r}")
     opt.plain_step = None if compiling else _plain_step(opt)  # see step()
+    opt.kinds = kinds  # the trainable parameters by kind, for set_epoch
+    opt.frozen = []  # parameters set_epoch froze: step() drops their gradients
     return opt
+
+
+def set_epoch(opt: torch.optim.Optimizer, cfg: Optimizer, epoch: int, skip_backward: bool = True) -> None:
+    """Freeze each kind whose train_epochs (N > 0) are over by epoch (counted from 1), unfreeze
+    the others. skip_backward: the frozen parameters stop requiring gradients, so autograd skips
+    their work; False where the model is wrapped in DDP, which expects every gradient it was
+    built with: step() then drops them."""
+    opt.frozen = []
+    for kind, params in getattr(opt, "kinds", {}).items():
+        limit = getattr(cfg.train_epochs, kind)
+        frozen = 0 < limit < epoch
+        if limit:
+            for p in params:
+                p.requires_grad_(not (frozen and skip_backward))
+        if frozen:
+            opt.frozen += params
 
 
 def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
@@ -143,6 +166,8 @@ def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
 @torch.no_grad()
 def step(opt: torch.optim.Optimizer) -> None:
     """Decoupled weight decay (where the recipe asks for it), then the optimizer's step."""
+    for p in getattr(opt, "frozen", ()):
+        p.grad = None  # a kind past its train_epochs: no decay, no step
     for g in opt.param_groups:
         if g.get("decay_rate", 0.0) > 0:
             keep = 1.0 - g["decay_rate"] * g["factor"]

@@ -275,6 +275,7 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
     augmenting = augment.active(cfg.augment)
     bits = augment.flip_bits(n, cfg.seed).to(device) if cfg.augment.flip == "alternating" else None
     rank, world = distributed.rank(), distributed.world()
+    optim.set_epoch(s.opt, cfg.optimizer, state.epoch, skip_backward=world == 1)
     # Summed over the ranks at the end: rank 0 carries what earlier steps of the epoch added.
     loss_sum = torch.tensor(state.loss_sum if rank == 0 else 0.0, device=device)
     watch = LossWatch(device, state.epoch)
@@ -306,7 +307,7 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
         bar.update()
         state.step, state.steps = step + 1, state.steps + 1
         if s.averager is not None:
-            s.averager.update(s.model, state.steps)
+            s.averager.update(s.model, state.steps, total)
         if should_stop():
             break
     bar.close()

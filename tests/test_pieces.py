@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from cnnlab import augment, averaging, optim
 from cnnlab.errors import CnnlabError
 from cnnlab.models import MODELS, create
-from cnnlab.recipes.schema import Augment, Averaging, GroupScales, Optimizer, Schedule
+from cnnlab.recipes.schema import Augment, Averaging, GroupEpochs, GroupScales, Optimizer, Schedule
 from cnnlab.schedules import lr_factor
 
 
@@ -205,6 +205,40 @@ def test_lr_scale_zero_freezes_a_kind_and_the_others_train_as_without_it():
         optim.build(tiny_net(), Optimizer(lr_scale=GroupScales(weight=0.0, bias=0.0, norm=0.0)))
 
 
+@pytest.mark.parametrize("skip_backward", [True, False])
+def test_train_epochs_trains_a_kind_in_its_first_epochs_only(skip_backward):
+    a, b = tiny_net(), tiny_net()
+    cfg = Optimizer(name="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1,
+                    train_epochs=GroupEpochs(bias=1))
+    opt = optim.build(a, cfg)
+    biases = (a[0].bias, a[4].bias)
+    for epoch in (1, 2):
+        optim.set_epoch(opt, cfg, epoch, skip_backward)
+        # skip_backward: autograd skips them; else (DDP) the gradient is computed and dropped
+        assert all(p.requires_grad == (epoch == 1 or not skip_backward) for p in biases)
+        after_epoch_1 = [p.detach().clone() for p in biases]
+        ours = run_steps(a, opt, steps=3, stepper=optim.step)
+    assert all(torch.equal(p, q) for p, q in zip(biases, after_epoch_1))  # frozen in epoch 2
+    m, epoch = b, [1]  # the oracle: torch's SGD, decay written out, the biases left out from epoch 2
+
+    def decay_then_step(opt):
+        with torch.no_grad():
+            for p in m.parameters():
+                if epoch[0] == 2 and (p is m[0].bias or p is m[4].bias):
+                    p.grad = None  # torch's SGD skips it and keeps its momentum
+                else:
+                    p.mul_(1 - 0.1 * 0.1)
+        opt.step()
+    theirs_opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    run_steps(m, theirs_opt, steps=3, stepper=decay_then_step)
+    epoch[0] = 2
+    theirs = run_steps(m, theirs_opt, steps=3, stepper=decay_then_step)
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q)
+    optim.set_epoch(opt, cfg, 1)  # a pure function of the epoch: epoch 1 trains them again
+    assert all(p.requires_grad for p in biases) and opt.frozen == []
+
+
 def test_decay_scale_zero_leaves_norms_undecayed():
     m = tiny_net()
     opt = optim.build(m, Optimizer(name="sgd", lr=0.1, weight_decay=0.5, decay_scale=GroupScales(norm=0.0)))
@@ -256,6 +290,33 @@ def test_lookahead_pulls_the_model_back_to_the_slow_weights():
         torch.testing.assert_close(p.detach(), s + 0.25)
         assert torch.equal(p, q)
     assert averaging.create(Averaging(), m) is None
+
+
+@pytest.mark.parametrize("kind", ["lookahead", "ema"])
+def test_averaging_ramp_grows_the_decay_as_a_power_of_the_runs_progress(kind):
+    m, total = tiny_net(), 20
+    avg = averaging.create(Averaging(kind=kind, decay=0.95 ** 5, every=5, ramp=3.0), m)
+    expect = {k: v.clone() for k, v in m.state_dict().items()}
+    updates = 0
+    for steps in range(1, total + 1):
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.1 * steps)
+        fast = {k: v.clone() for k, v in m.state_dict().items()}
+        avg.update(m, steps, total)
+        if steps % 5 == 0:  # airbench's lookahead: decay 0.95**5 * (step / total)**3 every 5 steps
+            d = 0.95 ** 5 if kind == "lookahead" else min(0.95 ** 5, (1 + updates) / (10 + updates))
+            d *= (steps / total) ** 3
+            updates += 1
+            for k, v in fast.items():
+                expect[k] = d * expect[k] + (1 - d) * v if v.is_floating_point() else v.clone()
+            if kind == "lookahead":  # the model goes back to the slow weights
+                for k, v in m.state_dict().items():
+                    torch.testing.assert_close(v, expect[k])
+    for k, v in avg.model.state_dict().items():
+        torch.testing.assert_close(v, expect[k])
+    assert avg.decay(0, total) == 0.0 and avg.decay(total, total) == pytest.approx(
+        0.95 ** 5 if kind == "lookahead" else min(0.95 ** 5, 5 / 14))
 
 
 # ------------------------------------------------------------------ models

@@ -40,6 +40,14 @@ class GroupScales:
 
 
 @dataclass
+class GroupEpochs:
+    """An epoch count per kind of parameter (see cnnlab.optim.param_groups); 0: no limit."""
+    weight: int = _f(0, "conv and linear weights", min=0)
+    bias: int = _f(0, "conv and linear biases", min=0)
+    norm: int = _f(0, "batch-norm scales and shifts", min=0)
+
+
+@dataclass
 class Optimizer:
     name: Literal["adam", "sgd"] = _f("adam", "adam, or sgd with momentum")
     lr: float = _f(1e-3, "peak learning rate (the schedule multiplies it)", gt=0)
@@ -51,6 +59,8 @@ class Optimizer:
     lr_scale: GroupScales = _f(GroupScales, "learning-rate multiplier per kind of parameter; 0 freezes the kind "
                                "(no gradient, no step, no decay)")
     decay_scale: GroupScales = _f(GroupScales, "weight-decay multiplier per kind of parameter")
+    train_epochs: GroupEpochs = _f(GroupEpochs, "train the kind in the first N epochs only, then freeze it "
+                                   "(0: every epoch)")
 
 
 @dataclass
@@ -79,6 +89,7 @@ class Averaging:
     kind: Literal["none", "ema", "lookahead"] = _f("none", "none, ema, or lookahead")
     decay: float = _f(0.99, "weight of the old average at each update", min=0, lt=1)
     every: int = _f(1, "steps between updates (lookahead: its k)", min=1)
+    ramp: float = _f(0.0, "the decay grows over the run as decay * (step / steps) ** ramp (0: constant)", min=0)
 
 
 @dataclass
