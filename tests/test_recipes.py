@@ -148,6 +148,8 @@ name = "sgd"
 lr = 0.05
 nesterov = true
 weight_decay = 5e-3
+[optimizer.train_epochs]
+bias = 2                    # the linear head's bias freezes from epoch 3
 [schedule]
 kind = "triangle"
 start = 0.2
@@ -160,6 +162,7 @@ cutout = 6
 kind = "ema"
 decay = 0.9
 every = 2
+ramp = 2.0
 """
 
 
