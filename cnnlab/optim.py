@@ -139,6 +139,20 @@ def build(model: nn.Module, cfg: Optimizer, device: torch.device | None = None,
     return opt
 
 
+def check(model: nn.Module, cfg: Optimizer, epochs: int) -> None:
+    """A CnnlabError if the recipe would leave this model nothing to train: every kind frozen by
+    lr_scale 0, or by train_epochs before the run's last epoch."""
+    kinds = [k for k, params in param_groups(model).items() if params and getattr(cfg.lr_scale, k) != 0]
+    if not kinds:
+        raise CnnlabError("optimizer.lr_scale is 0 for every kind of parameter this model has: "
+                          "nothing would train; give at least one kind a positive scale")
+    if all(0 < getattr(cfg.train_epochs, k) < epochs for k in kinds):
+        last = max(getattr(cfg.train_epochs, k) for k in kinds)
+        raise CnnlabError(f"optimizer.train_epochs freezes every kind of parameter after epoch {last} of "
+                          f"{epochs}: nothing would train; set one kind's train_epochs to 0 (every epoch) "
+                          f"or pass --epochs {last}")
+
+
 def set_epoch(opt: torch.optim.Optimizer, cfg: Optimizer, epoch: int, skip_backward: bool = True) -> None:
     """Freeze each kind whose train_epochs (N > 0) are over by epoch (counted from 1), unfreeze
     the others. skip_backward: the frozen parameters stop requiring gradients, so autograd skips

@@ -239,6 +239,20 @@ def test_train_epochs_trains_a_kind_in_its_first_epochs_only(skip_backward):
     assert all(p.requires_grad for p in biases) and opt.frozen == []
 
 
+def test_train_epochs_that_freeze_everything_are_refused_in_one_line_before_the_run_folder(
+        tiny_folder, tmp_path, capsys):
+    from cnnlab.cli import main
+    cfg = Optimizer(train_epochs=GroupEpochs(weight=2, bias=1, norm=2))
+    optim.check(tiny_net(), cfg, 2)  # epoch 2 still trains weights and norms
+    with pytest.raises(CnnlabError, match="freezes every kind of parameter after epoch 2 of 3"):
+        optim.check(tiny_net(), cfg, 3)
+    code = main(["train", "--data", str(tiny_folder), "--epochs", "3", "--out", str(tmp_path / "run"),
+                 "--set", "optimizer.train_epochs.weight=1", "--set", "optimizer.train_epochs.bias=1"])
+    err = capsys.readouterr().err
+    assert code != 0 and "nothing would train" in err and "--epochs 1" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_decay_scale_zero_leaves_norms_undecayed():
     m = tiny_net()
     opt = optim.build(m, Optimizer(name="sgd", lr=0.1, weight_decay=0.5, decay_scale=GroupScales(norm=0.0)))
