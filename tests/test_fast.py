@@ -23,6 +23,8 @@ def test_the_family_has_a_sprint_a_middle_and_the_airbench94_size():
     big = create("fast-94")
     assert big.widths == (64, 256, 256) and big.convs == 2
     assert 1.9e6 < sum(p.numel() for p in big.parameters()) < 2.1e6
+    large = create("fast-l")  # airbench95's size
+    assert large.widths == (128, 384, 384) and large.convs == 2
 
 
 @pytest.mark.parametrize("name", FAST)

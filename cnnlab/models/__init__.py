@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import CnnlabError
-from .fast import FastNet, fast_94, fast_m, fast_s
+from .fast import FastNet, fast_94, fast_l, fast_m, fast_s
 from .resnet import resnet18
 from .seed import SeedNet, seed, seed_avgpool, seed_bn, seed_bn_dropout, seed_p1, seed_wide
 
@@ -25,6 +25,7 @@ MODELS = {
     "fast-s": fast_s,
     "fast-m": fast_m,
     "fast-94": fast_94,
+    "fast-l": fast_l,
 }
 
 

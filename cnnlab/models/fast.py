@@ -3,6 +3,7 @@
     fast-s    widths  32/ 64/128, one conv per block    the CPU sprint (73 %)
     fast-m    widths  64/128/256, one conv per block    85-90 % on a CPU
     fast-94   widths  64/256/256, two convs per block   the airbench94 size (about 2 M parameters)
+    fast-l    widths 128/384/384, two convs per block   the airbench95 size (about 4.6 M parameters)
 
 Every width has the same layout:
 
@@ -165,3 +166,8 @@ def fast_m(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
 def fast_94(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
     """The airbench94 size: widths 64/256/256, two convs per block, about 2 M parameters."""
     return FastNet((64, 256, 256), 2, num_classes, in_channels, image_size)
+
+
+def fast_l(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
+    """The airbench95 size: widths 128/384/384, two convs per block, about 4.6 M parameters."""
+    return FastNet((128, 384, 384), 2, num_classes, in_channels, image_size)
