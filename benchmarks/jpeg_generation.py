@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from cnnlab import imagefolder
 
 
 def regenerate(im: Image.Image, quality: int, shift: int) -> Image.Image:
@@ -44,7 +44,8 @@ def main(argv=None) -> None:
     ap.add_argument("--shift", type=int, default=4, help="pixels the 8x8 grid moves (0: same grid)")
     args = ap.parse_args(argv)
     sq_err, pixels, n = 0.0, 0, 0
-    for path in sorted(p for p in args.src.glob("*/*/*") if p.suffix.lower() in SUFFIXES):
+    _, files = imagefolder.scan(args.src)  # the files cnnlab would read, as it finds them
+    for path in (path for split in files.values() for path, label in split if label >= 0):
         rel = path.relative_to(args.src)
         im = Image.open(path).convert("RGB")
         out = regenerate(im, args.quality, args.shift)

@@ -100,21 +100,20 @@ def _hooked(opt: torch.optim.Optimizer) -> bool:
 
 
 def build(model: nn.Module, cfg: Optimizer, device: torch.device | None = None,
-          compiling: bool = False) -> torch.optim.Optimizer:
+          compiling: bool = False, epochs: int | None = None) -> torch.optim.Optimizer:
     """The torch optimizer for model's parameters as the recipe's [optimizer] table says.
 
-    compiling: the run uses torch.compile, so torch._dynamo is wanted (see skip_dynamo_import)."""
+    compiling: the run uses torch.compile, so torch._dynamo is wanted (see skip_dynamo_import).
+    epochs: the run's, to refuse train_epochs that leave nothing to train (see check)."""
     if not compiling:
         skip_dynamo_import()
+    check(model, cfg, epochs)
     kinds = param_groups(model)
     for kind in KINDS:
         if getattr(cfg.lr_scale, kind) == 0:  # frozen: no step, no decay, and no gradient computed
             for p in kinds[kind]:
                 p.requires_grad_(False)
             kinds[kind] = []
-    if not any(kinds.values()):
-        raise CnnlabError("optimizer.lr_scale is 0 for every kind of parameter this model has: "
-                          "nothing would train; give at least one kind a positive scale")
     settings = {k: (cfg.lr * getattr(cfg.lr_scale, k), cfg.lr * cfg.weight_decay * getattr(cfg.decay_scale, k))
                 for k in KINDS}
     by_setting: dict[tuple, list] = {}
@@ -139,14 +138,14 @@ def build(model: nn.Module, cfg: Optimizer, device: torch.device | None = None,
     return opt
 
 
-def check(model: nn.Module, cfg: Optimizer, epochs: int) -> None:
+def check(model: nn.Module, cfg: Optimizer, epochs: int | None = None) -> None:
     """A CnnlabError if the recipe would leave this model nothing to train: every kind frozen by
-    lr_scale 0, or by train_epochs before the run's last epoch."""
+    lr_scale 0, or (given the run's epochs) by train_epochs before its last epoch."""
     kinds = [k for k, params in param_groups(model).items() if params and getattr(cfg.lr_scale, k) != 0]
     if not kinds:
         raise CnnlabError("optimizer.lr_scale is 0 for every kind of parameter this model has: "
                           "nothing would train; give at least one kind a positive scale")
-    if all(0 < getattr(cfg.train_epochs, k) < epochs for k in kinds):
+    if epochs is not None and all(0 < getattr(cfg.train_epochs, k) < epochs for k in kinds):
         last = max(getattr(cfg.train_epochs, k) for k in kinds)
         raise CnnlabError(f"optimizer.train_epochs freezes every kind of parameter after epoch {last} of "
                           f"{epochs}: nothing would train; set one kind's train_epochs to 0 (every epoch) "

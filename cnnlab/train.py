@@ -227,8 +227,7 @@ def setup(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, arith:
     allocator.reuse_step_buffers()  # glibc: each step's CPU buffers from the heap, not fresh mmaps
     memory_format = torch.channels_last if arith["memory_format"] == "channels_last" else torch.contiguous_format
     model.to(device, memory_format=memory_format)
-    optim.check(model, cfg.optimizer, cfg.epochs)
-    opt = optim.build(model, cfg.optimizer, device, compiling=cfg.compile)
+    opt = optim.build(model, cfg.optimizer, device, compiling=cfg.compile, epochs=cfg.epochs)
     bf16 = arith["precision"] == "bf16"
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16
                 else contextlib.nullcontext)
