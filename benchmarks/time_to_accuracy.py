@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from cnnlab.train import TrainConfig, pick_device, prepare  # noqa: E402
 # The largest time / T_tut per recipe (absent: time reported only); the accuracy target
 # is each recipe's own target_acc.
 TIME_TARGETS = {"sprint": 0.15, "fast-85": 1.0, "fast-90": 3.0}
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 ANCHORS = [("airbench94 (Jordan 2024)", "NVIDIA A100", "94.01 %", "3.83 s"),
            ("ResNet-9 (Page 2018)", "NVIDIA V100", "94 %", "79 s"),
            ("DAWNBench CPU entry", "16 vCPUs", "94 %", "79 h")]
@@ -48,6 +50,11 @@ def machine(device: torch.device) -> str:
     cpu = run_machine()  # what a run's config.json records
     isa = detect_isa(read_cpu_flags())
     kind = isa.name + (" + AMX" if isa.amx_bf16 else "")
+    # An instruction-set cap (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 runs an AVX-512
+    # machine as an AVX2 one) is part of the machine the figures describe.
+    caps = [f"{k}={os.environ[k]}" for k in ISA_CAPS if os.environ.get(k)]
+    if caps:
+        kind += f", capped by {' '.join(caps)}: computes with {torch.backends.cpu.get_cpu_capability()}"
     return f"{cpu['cpu']} ({kind}), {cpu['cpu_count']} cores, torch {torch.__version__}"
 
 

@@ -15,6 +15,7 @@ with eval_precision = "train" evaluates in the run's own precision instead (eval
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 
 import torch
@@ -24,8 +25,22 @@ from .errors import CnnlabError, CnnlabWarning
 CUDA_DEFAULTS = {"tf32": False, "cudnn_benchmark": True, "cudnn_deterministic": False}
 
 
+def onednn_isa_cap() -> str | None:
+    """The instruction-set cap oneDNN (torch's CPU conv and matmul library) obeys, if one is set:
+    ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA (e.g. "AVX2"); None where unset."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value.upper()
+    return None
+
+
 def has_amx() -> bool:
-    """Whether this CPU has AMX tiles (native bf16 matrix arithmetic)."""
+    """Whether this CPU has AMX tiles (native bf16 matrix arithmetic) that oneDNN may use: a cap
+    below AMX (ONEDNN_MAX_CPU_ISA=AVX2, say) leaves bf16 emulated, so it counts as none."""
+    cap = onednn_isa_cap()
+    if cap is not None and cap not in ("ALL", "DEFAULT") and "AMX" not in cap:
+        return False
     try:  # private API; without it, assume not
         return bool(torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):

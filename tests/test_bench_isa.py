@@ -98,3 +98,15 @@ def test_the_benchmark_prints_the_avx2_peak_on_an_avx2_cpu(monkeypatch):
     monkeypatch.setattr(train_speed.os, "cpu_count", lambda: 2)
     peak, text = train_speed.nominal_peak(torch.device("cpu"))
     assert peak == 160.0 and "AVX2" in text and "AVX-512" not in text and "AMX" not in text
+
+
+def test_time_to_accuracy_names_an_instruction_set_cap(monkeypatch):
+    # An AVX-512 machine capped to AVX2 runs as an AVX2 one: the figures must say so.
+    sys.path.insert(0, str(BENCHMARKS))  # its own imports (cpu_peak, train_speed) are siblings
+    tta = load_benchmark("time_to_accuracy")
+    cpu = tta.torch.device("cpu")
+    for name in tta.ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    assert "capped" not in tta.machine(cpu)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert "capped by ONEDNN_MAX_CPU_ISA=AVX2: computes with" in tta.machine(cpu)

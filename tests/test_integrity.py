@@ -169,6 +169,32 @@ def test_bf16_run_started_with_amx_resumes_in_bf16_without_it(tmp_path, monkeypa
     assert same_weights(ref, run)  # bitwise the uninterrupted bf16 run: bf16 all along
 
 
+@pytest.mark.parametrize("cap, amx", [(None, True), ("AVX2", False), ("avx512_core", False),
+                                      ("AVX512_CORE_BF16", False), ("AVX10_1_512_AMX", True),
+                                      ("avx512_core_amx", True), ("ALL", True), ("DEFAULT", True)])
+def test_a_onednn_cap_below_amx_makes_auto_precision_fp32(monkeypatch, cap, amx):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # an AMX CPU
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    if cap:
+        monkeypatch.setenv("DNNL_MAX_CPU_ISA" if cap == "avx512_core" else "ONEDNN_MAX_CPU_ISA", cap)
+    assert arithmetic.has_amx() is amx
+    assert arithmetic.resolve("auto", True, torch.device("cpu"))["precision"] == ("bf16" if amx else "fp32")
+
+
+@pytest.mark.skipif(not arithmetic.has_amx(), reason="needs a CPU with AMX")
+def test_onednn_obeys_the_cap_that_has_amx_reads():
+    # The oracle: oneDNN itself, asked which instruction set it runs with under the cap.
+    code = "import torch; torch.nn.functional.conv2d(torch.ones(2, 16, 8, 8), torch.ones(16, 16, 3, 3))"
+    isa = {}
+    for cap in ("AVX2", "ALL"):
+        env = dict(os.environ, ONEDNN_MAX_CPU_ISA=cap, ONEDNN_VERBOSE="1")
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
+        isa[cap] = next(line for line in out.splitlines() if ",isa:" in line)
+    assert "AMX" not in isa["AVX2"] and "AVX2" in isa["AVX2"]
+    assert "AMX" in isa["ALL"]
+
+
 def test_resume_where_bf16_cannot_run_is_refused_in_one_line_and_fp32_is_recorded(tmp_path, monkeypatch, capsys):
     root = bmp_folder(tmp_path / "d", classes=("a", "b", "c"), n_train=12, n_test=2, seed=7)
     run = interrupted_run(root, tmp_path / "run", precision="bf16")
