@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_peak import detect_isa, read_cpu_flags  # noqa: E402
 from train_speed import run_process, timed, tutorial_epoch  # noqa: E402  (the tutorial pipeline, (a))
 
-from cnnlab import data as data_mod, recipes  # noqa: E402
+from cnnlab import arithmetic, data as data_mod, recipes  # noqa: E402
 from cnnlab.allocator import reuse_step_buffers  # noqa: E402
 from cnnlab.runs.folder import machine as run_machine  # noqa: E402
 from cnnlab.train import TrainConfig, pick_device, prepare  # noqa: E402
@@ -38,7 +38,7 @@ from cnnlab.train import TrainConfig, pick_device, prepare  # noqa: E402
 # The largest time / T_tut per recipe (absent: time reported only); the accuracy target
 # is each recipe's own target_acc.
 TIME_TARGETS = {"sprint": 0.15, "fast-85": 1.0, "fast-90": 3.0}
-ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+ISA_CAPS = (*arithmetic.ONEDNN_CAPS, "ATEN_CPU_CAPABILITY")  # oneDNN's caps and ATen's
 ANCHORS = [("airbench94 (Jordan 2024)", "NVIDIA A100", "94.01 %", "3.83 s"),
            ("ResNet-9 (Page 2018)", "NVIDIA V100", "94 %", "79 s"),
            ("DAWNBench CPU entry", "16 vCPUs", "94 %", "79 h")]

@@ -25,10 +25,14 @@ from .errors import CnnlabError, CnnlabWarning
 CUDA_DEFAULTS = {"tf32": False, "cudnn_benchmark": True, "cudnn_deterministic": False}
 
 
+# The variables that cap oneDNN's (torch's CPU conv and matmul library) instruction set: the
+# current name first, then the older one.
+ONEDNN_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+
+
 def onednn_isa_cap() -> str | None:
-    """The instruction-set cap oneDNN (torch's CPU conv and matmul library) obeys, if one is set:
-    ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA (e.g. "AVX2"); None where unset."""
-    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+    """The instruction-set cap oneDNN obeys, if one is set (e.g. "AVX2"); None where unset."""
+    for name in ONEDNN_CAPS:
         value = os.environ.get(name, "").strip()
         if value:
             return value.upper()

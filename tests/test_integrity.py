@@ -174,7 +174,7 @@ def test_bf16_run_started_with_amx_resumes_in_bf16_without_it(tmp_path, monkeypa
                                       ("avx512_core_amx", True), ("ALL", True), ("DEFAULT", True)])
 def test_a_onednn_cap_below_amx_makes_auto_precision_fp32(monkeypatch, cap, amx):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # an AMX CPU
-    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+    for name in arithmetic.ONEDNN_CAPS:
         monkeypatch.delenv(name, raising=False)
     if cap:
         monkeypatch.setenv("DNNL_MAX_CPU_ISA" if cap == "avx512_core" else "ONEDNN_MAX_CPU_ISA", cap)
