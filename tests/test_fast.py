@@ -27,6 +27,21 @@ def test_the_family_has_a_sprint_a_middle_and_the_airbench94_size():
     assert large.widths == (128, 384, 384) and large.convs == 2
 
 
+@pytest.mark.parametrize("name, fraction", [("fast-q", 4), ("fast-h", 2)])
+def test_the_narrow_widths_are_fast_94_scaled_down(name, fraction):
+    """fast-q and fast-h are fast-94's layout at a quarter and half of its widths: the same
+    layers, each conv's output channels divided by the fraction (the whitening conv unchanged)."""
+    big, small = create("fast-94"), create(name)
+    assert small.convs == big.convs and small.widths == tuple(w // fraction for w in big.widths)
+
+    def convs(m):
+        return [c for c in m.modules() if isinstance(c, nn.Conv2d)]
+
+    assert [c.kernel_size for c in convs(small)] == [c.kernel_size for c in convs(big)]
+    assert convs(small)[0].out_channels == convs(big)[0].out_channels
+    assert [c.out_channels * fraction for c in convs(small)[1:]] == [c.out_channels for c in convs(big)[1:]]
+
+
 @pytest.mark.parametrize("name", FAST)
 def test_forward_backward_at_batch_2(name):
     torch.manual_seed(0)
