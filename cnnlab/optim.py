@@ -10,7 +10,7 @@ param_groups() -> {"weight": [...], "bias": [...], "norm": [...]}. Each kind get
 lr * lr_scale[kind]; kinds with the same settings share one torch param group, in the model's
 parameter order (so the report's recipe is one group, exactly as torch.optim.Adam(model.parameters())).
 A kind with lr_scale 0 is frozen: its parameters stop requiring gradients, so autograd skips
-their backward work (for fast-s, the whitening bias: its GELU's backward at full resolution).
+their backward work (for the fast-* models, the whitening bias: its GELU's backward at full resolution).
 
 train_epochs[kind] = N > 0 trains the kind in epochs 1..N only (airbench trains its whitening
 bias for 3 epochs): set_epoch() freezes it from epoch N + 1, a pure function of the epoch, so a
