@@ -42,6 +42,25 @@ def test_the_narrow_widths_are_fast_94_scaled_down(name, fraction):
     assert [c.out_channels * fraction for c in convs(small)[1:]] == [c.out_channels for c in convs(big)[1:]]
 
 
+def test_stride_2_whitening_keeps_the_even_positions_of_stride_1():
+    """fast-q-s2 is fast-q with the whitening conv at stride 2: the same parameters (fast-q's
+    weights load into it), its whitened maps are fast-q's at the even positions, 16 x 16, and
+    the head pools the final 2 x 2 map that the shape arithmetic gives."""
+    torch.manual_seed(0)
+    full, half = create("fast-q"), create("fast-q-s2")
+    full.data_init(torch.randn(8, 3, 32, 32))
+    half.load_state_dict(full.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    a, b = full.whiten(x), half.whiten(x)
+    assert a.shape[-2:] == (31, 31) and b.shape[-2:] == (16, 16)
+    torch.testing.assert_close(b, a[..., ::2, ::2])  # positions 0, 2, ..., 30 of 31
+    assert half.pool.kernel_size == (2, 2) and full.pool.kernel_size == (3, 3)
+    assert half(x).shape == (2, 10)
+    # a quarter of the work, give or take the odd map sizes at stride 1
+    macs = {m: totals(summarize(create(m), (3, 32, 32)))["macs"] for m in ("fast-q", "fast-q-s2")}
+    assert 0.2 < macs["fast-q-s2"] / macs["fast-q"] < 0.3
+
+
 @pytest.mark.parametrize("name", FAST)
 def test_forward_backward_at_batch_2(name):
     torch.manual_seed(0)

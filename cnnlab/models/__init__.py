@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import CnnlabError
-from .fast import FastNet, fast_94, fast_h, fast_l, fast_m, fast_q, fast_s
+from .fast import FastNet, fast_94, fast_h, fast_l, fast_m, fast_q, fast_q_s2, fast_s
 from .resnet import resnet18
 from .seed import SeedNet, seed, seed_avgpool, seed_bn, seed_bn_dropout, seed_p1, seed_wide
 
@@ -22,6 +22,7 @@ MODELS = {
     "seed-avgpool": seed_avgpool,
     "seed-wide": seed_wide,
     "resnet18": resnet18,
+    "fast-q-s2": fast_q_s2,
     "fast-q": fast_q,
     "fast-s": fast_s,
     "fast-h": fast_h,
