@@ -56,9 +56,9 @@ def test_stride_2_whitening_keeps_the_even_positions_of_stride_1():
     torch.testing.assert_close(b, a[..., ::2, ::2])  # positions 0, 2, ..., 30 of 31
     assert half.pool.kernel_size == (2, 2) and full.pool.kernel_size == (3, 3)
     assert half(x).shape == (2, 10)
-    # a quarter of the work, give or take the odd map sizes at stride 1
+    # about a quarter of the work (0.298x: at stride 1 the maps are 31, 15, 7 and 3 wide, not 32, 16, 8, 4)
     macs = {m: totals(summarize(create(m), (3, 32, 32)))["macs"] for m in ("fast-q", "fast-q-s2")}
-    assert 0.2 < macs["fast-q-s2"] / macs["fast-q"] < 0.3
+    assert 0.25 < macs["fast-q-s2"] / macs["fast-q"] < 0.35
 
 
 @pytest.mark.parametrize("name", FAST)
