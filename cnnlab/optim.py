@@ -1,4 +1,4 @@
-"""Optimizers from a recipe: Adam or SGD (Nesterov), decoupled weight decay, a learning rate per kind of parameter.
+"""Optimizers from a recipe: Adam, SGD (Nesterov) or Muon, decoupled weight decay, a learning rate per kind of parameter.
 
     opt = build(model, Optimizer(name="sgd", lr=0.05, nesterov=True, weight_decay=5e-4))
     set_lr(opt, factor)      # the schedule's factor for the coming step
@@ -17,6 +17,10 @@ bias for 3 epochs): set_epoch() freezes it from epoch N + 1, a pure function of 
 resumed run freezes the same. Frozen parameters take no step and no decay; the optimizer keeps
 their momentum untouched.
 
+name = "muon": the conv filters (trainable 4-D weights) form one more group that cnnlab.muon steps
+with the recipe's [optimizer.muon] settings (its own lr, momentum; no decay: it normalizes the
+filters); every other parameter is in the SGD groups above, with lr_scale and decay as for sgd.
+
 Decoupled weight decay (AdamW's, for SGD too): before each step every weight is multiplied
 by 1 - lr * factor * weight_decay * decay_scale[kind]; the peak lr here is the recipe's,
 not scaled per kind, so a kind with a large lr_scale (BN biases) is not decayed faster.
@@ -30,7 +34,8 @@ import torch.nn as nn
 from torch.optim import optimizer as torch_optimizer
 
 from .errors import CnnlabError
-from .recipes.schema import Optimizer
+from .muon import step_filters
+from .recipes.schema import MuonSettings, Optimizer
 
 KINDS = ("weight", "bias", "norm")
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -128,7 +133,9 @@ def build(model: nn.Module, cfg: Optimizer, device: torch.device | None = None,
         # fused Adam is one kernel per step on CUDA; on this CPU foreach measured faster.
         opt = torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                fused=True if cuda else None)
-    elif cfg.name == "sgd":
+    elif cfg.name in ("sgd", "muon"):
+        if cfg.name == "muon":
+            groups = _muon_groups(groups, cfg.muon)
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     else:
         raise ValueError(f"unknown optimizer {cfg.name!r}")
@@ -136,6 +143,16 @@ def build(model: nn.Module, cfg: Optimizer, device: torch.device | None = None,
     opt.kinds = kinds  # the trainable parameters by kind, for set_epoch
     opt.frozen = []  # parameters set_epoch froze: step() drops their gradients
     return opt
+
+
+def _muon_groups(groups: list[dict], cfg: MuonSettings) -> list[dict]:
+    """groups with the conv filters (4-D weights) moved into one group that cnnlab.muon steps:
+    its own lr, momentum and iterations, no decoupled decay (Muon normalizes the filters)."""
+    filters = [p for g in groups for p in g["params"] if p.ndim == 4]
+    rest = [{**g, "params": [p for p in g["params"] if p.ndim != 4]} for g in groups]
+    muon = {"params": filters, "lr": cfg.lr, "peak_lr": cfg.lr, "decay_rate": 0.0, "factor": 1.0,
+            "muon": True, "momentum": cfg.momentum, "nesterov": cfg.nesterov, "ns_steps": cfg.ns_steps}
+    return [g for g in rest if g["params"]] + ([muon] if filters else [])
 
 
 def check(model: nn.Module, cfg: Optimizer, epochs: int | None = None) -> None:
@@ -181,6 +198,7 @@ def step(opt: torch.optim.Optimizer) -> None:
     """Decoupled weight decay (where the recipe asks for it), then the optimizer's step."""
     for p in getattr(opt, "frozen", ()):
         p.grad = None  # a kind past its train_epochs: no decay, no step
+    step_filters(opt)  # the groups marked "muon" (none unless the recipe says muon); their grads are dropped
     for g in opt.param_groups:
         if g.get("decay_rate", 0.0) > 0:
             keep = 1.0 - g["decay_rate"] * g["factor"]

@@ -48,8 +48,18 @@ class GroupEpochs:
 
 
 @dataclass
+class MuonSettings:
+    """The conv filters' settings where the optimizer is muon (cnnlab.muon)."""
+    lr: float = _f(0.1, "peak learning rate of the filters (the schedule multiplies it)", gt=0)
+    momentum: float = _f(0.6, "momentum of the filters' updates", min=0, lt=1)
+    nesterov: bool = _f(True, "Nesterov momentum")
+    ns_steps: int = _f(3, "Newton-Schulz iterations that orthogonalize each update", min=1)
+
+
+@dataclass
 class Optimizer:
-    name: Literal["adam", "sgd"] = _f("adam", "adam, or sgd with momentum")
+    name: Literal["adam", "sgd", "muon"] = _f(
+        "adam", "adam, or sgd with momentum, or muon: the conv filters by Muon ([optimizer.muon]), the rest by sgd")
     lr: float = _f(1e-3, "peak learning rate (the schedule multiplies it)", gt=0)
     momentum: float = _f(0.9, "sgd: momentum", min=0, lt=1)
     nesterov: bool = _f(False, "sgd: Nesterov momentum")
@@ -61,6 +71,7 @@ class Optimizer:
     decay_scale: GroupScales = _f(GroupScales, "weight-decay multiplier per kind of parameter")
     train_epochs: GroupEpochs = _f(GroupEpochs, "train the kind in the first N epochs only, then freeze it "
                                    "(0: every epoch)")
+    muon: MuonSettings = _f(MuonSettings, "muon: the conv filters' learning rate, momentum and iterations")
 
 
 @dataclass
@@ -144,7 +155,9 @@ def unknown_key(key: str, known, where: str) -> CnnlabError:
     known = list(known)
     close = difflib.get_close_matches(key, known, 1, 0.6)
     if not close:  # the right name in the wrong table ('lr' for 'optimizer.lr'), or a typo in it
-        by_last = {k.rsplit(".", 1)[-1]: k for k in known}
+        by_last = {}
+        for k in sorted(known, key=lambda k: k.count(".")):  # the shallowest: 'optimizer.lr' before 'optimizer.muon.lr'
+            by_last.setdefault(k.rsplit(".", 1)[-1], k)
         close = [by_last[m] for m in difflib.get_close_matches(key.rsplit(".", 1)[-1], by_last, 1, 0.6)]
     hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
     return CnnlabError(f"{where}: unknown key {key!r}{hint}")
