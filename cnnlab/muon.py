@@ -24,8 +24,9 @@ from __future__ import annotations
 import torch
 
 # A quintic iteration X <- a X + b (X X^T) X + c (X X^T)^2 X, coefficients chosen for the slope at 0
-# (Jordan's): it maps every singular value in (0, 1] into roughly [0.7, 1.2] within a few steps
-# instead of converging to exactly 1, which trains as well.
+# (Jordan's): within a few steps it maps the singular values of X (scaled by its Frobenius norm,
+# so all in (0, 1]) into roughly [0.7, 1.2], unless they are tiny against the largest, instead of
+# converging to exactly 1, which trains as well (tests/test_muon.py measures the band).
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 

@@ -3,7 +3,6 @@ orthogonalization against an SVD, the step written out, which parameters it take
 import io
 import json
 
-import pytest
 import torch
 import torch.nn as nn
 from hypothesis import given, settings
