@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,6 +31,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from time_to_accuracy import machine  # noqa: E402  (names the CPU and any instruction-set cap)
+from train_speed import timed  # noqa: E402
+
+from cnnlab.models import create  # noqa: E402
 
 # F(2x2, 3x3) and F(4x4, 3x3): Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks"
 TRANSFORMS = {
@@ -98,16 +100,6 @@ def conv_shapes(model: nn.Module, image_size: int = 32) -> list[tuple[int, int, 
     return shapes
 
 
-def seconds(fn, reps: int = 3) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="fast-94")
@@ -115,14 +107,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tile", type=int, choices=sorted(TRANSFORMS), default=4, help="m of F(m x m, 3 x 3)")
     ap.add_argument("--compile", action="store_true", help="also time winograd_conv fused by torch.compile")
     args = ap.parse_args(argv)
-    from cnnlab.models import create
-
+    cpu = torch.device("cpu")
     ways = {"direct": lambda x, w: F.conv2d(x, w, padding=1),
             "winograd": lambda x, w: winograd_conv(x, w, args.tile)}
     if args.compile:
         fused = torch.compile(winograd_conv, dynamic=False)
         ways["compiled"] = lambda x, w: fused(x, w, args.tile)
-    print(f"{machine(torch.device('cpu'))}; {torch.get_num_threads()} threads, fp32, batch {args.batch}, "
+    print(f"{machine(cpu)}; {torch.get_num_threads()} threads, fp32, batch {args.batch}, "
           f"{args.model}'s 3x3 convs, F({args.tile}x{args.tile}, 3x3)")
     print("conv (C_in->C_out @ HxW) | GFLOP | " + " | ".join(f"{name} ms" for name in ways) + " | best/direct")
     totals = dict.fromkeys(ways, 0.0)
@@ -136,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, conv in ways.items():
             err = (conv(x, weight) - reference).abs().max().item() / reference.abs().max().item()
             assert err < 1e-3, f"{name} differs from conv2d by {err:.1e} of its largest output"
-            times[name] = seconds(lambda: conv(x, weight).backward(grad))
+            times[name] = min(timed(lambda: conv(x, weight).backward(grad), cpu, warmup=1, repeats=3))
             totals[name] += times[name]
         best += min(times.values())
         gflop = 3 * 2 * args.batch * h * w * c_in * c_out * 9 / 1e9  # forward + two backward products
