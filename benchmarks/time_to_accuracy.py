@@ -49,7 +49,7 @@ def machine(device: torch.device) -> str:
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     cpu = run_machine()  # what a run's config.json records
     isa = detect_isa(read_cpu_flags())
-    kind = isa.name + (" + AMX" if isa.amx_bf16 else "")
+    kind = isa.name + (" + AMX" if isa.amx_bf16 else " + AVX512-BF16" if isa.avx512_bf16 else "")
     # An instruction-set cap (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 runs an AVX-512
     # machine as an AVX2 one) is part of the machine the figures describe.
     caps = [f"{k}={os.environ[k]}" for k in ISA_CAPS if os.environ.get(k)]

@@ -41,7 +41,7 @@ class TrainConfig(Recipe):
     eval_batch_size: int = 1000
     channels_last: bool | None = None  # None: on (see uses_channels_last)
     compile: bool = False  # torch.compile the model (CUDA: faster after warm-up)
-    precision: str = "auto"  # auto | fp32 | bf16: auto is bf16 where native (CUDA, CPUs with AMX)
+    precision: str = "auto"  # auto | fp32 | bf16: auto is bf16 where native (CUDA, AMX, AVX512-BF16)
     strict: bool = False  # unreadable image files: error (True) or skip with a warning (False)
 
     def validate(self):

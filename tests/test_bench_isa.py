@@ -43,6 +43,7 @@ EPYC_AVX2 = (
     'erms invpcid rdseed adx smap clflushopt clwb sha_ni xsaveopt xsavec xgetbv1 clzero xsaveerptr '
     'arat npt nrip_save umip vaes vpclmulqdq rdpid fsrm ')
 XEON_AVX512 = XEON_AMX.replace("amx_bf16 ", "").replace("amx_tile ", "").replace("amx_int8 ", "")  # Ice Lake class
+EPYC_ZEN4 = EPYC_AVX2.replace("avx2 ", "avx2 avx512f avx512dq avx512bw avx512vl avx512_bf16 avx512_vnni ")
 SANDY_BRIDGE = "fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt aes xsave avx"
 OLD = "fpu mmx sse sse2"
 
@@ -78,6 +79,12 @@ def test_peaks_and_their_description():
     text = cpu_peak.describe_peak(intel, 2, 2.6)
     assert text.startswith("333 GFLOP/s fp32") and "64 FLOP/cycle" in text
     assert "AMX bf16 tiles present: 5325 GFLOP/s bf16" in text  # 2 x 2.6 x 1024
+    assert "AVX512-BF16" not in text  # AMX's tiles are what counts there
+    zen4 = cpu_peak.detect_isa(EPYC_ZEN4)
+    assert (zen4.name, zen4.amx_bf16, zen4.avx512_bf16) == ("AVX-512", False, True)
+    assert not cpu_peak.detect_isa(XEON_AVX512.replace("avx512_bf16 ", "")).avx512_bf16
+    text = cpu_peak.describe_peak(zen4, 2, 2.6)
+    assert text.startswith("333 GFLOP/s fp32") and "AVX512-BF16 present: 666 GFLOP/s bf16" in text
 
 
 def test_flags_and_clock_from_a_cpuinfo_file(tmp_path):

@@ -209,7 +209,7 @@ def test_the_sprint_recipe_end_to_end_beats_chance_and_evaluates_again_the_same(
     assert metrics["test_acc"] > 25, trained  # chance is 10 %
     config = json.loads((run / "config.json").read_text())
     assert config["config"]["eval_precision"] == "train"
-    # the run's own precision: bf16 where the CPU has AMX, fp32 elsewhere; the seed recipe's is fp32
+    # the run's own precision: bf16 where the CPU has AMX or AVX512-BF16, fp32 elsewhere; the seed recipe's is fp32
     assert eval_precision(config) == config["arithmetic"]["precision"]
     assert eval_precision({**config, "config": {**config["config"], "eval_precision": "fp32"}}) == "fp32"
     assert main(["evaluate", str(run)]) == 0

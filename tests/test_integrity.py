@@ -154,32 +154,58 @@ def same_weights(a, b):
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_bf16_run_started_with_amx_resumes_in_bf16_without_it(tmp_path, monkeypatch):
+def test_bf16_run_started_with_native_bf16_resumes_in_bf16_without_it(tmp_path, monkeypatch):
     root = bmp_folder(tmp_path / "d", classes=("a", "b", "c"), n_train=12, n_test=2, seed=6)
     ref = tmp_path / "ref"
     run_train(TrainConfig(data=str(root), epochs=2, batch_size=8, val_size=8, out=str(ref),
                           precision="bf16"), log=quiet)
-    monkeypatch.setattr(arithmetic, "has_amx", lambda: True)
-    run = interrupted_run(root, tmp_path / "run")  # precision auto: bf16 with AMX
+    monkeypatch.setattr(arithmetic, "native_bf16_cpu", lambda: True)
+    run = interrupted_run(root, tmp_path / "run")  # precision auto: bf16 with AMX or AVX512-BF16
     assert read_config(run)["arithmetic"] == {"precision": "bf16", "memory_format": "channels_last"}
-    monkeypatch.setattr(arithmetic, "has_amx", lambda: False)  # resumed on a CPU without AMX
+    monkeypatch.setattr(arithmetic, "native_bf16_cpu", lambda: False)  # resumed on a CPU without
     with pytest.warns(CnnlabWarning, match="stays bf16"):
         resume_train(run, log=quiet)
     assert read_config(run)["precision"] == "bf16"
     assert same_weights(ref, run)  # bitwise the uninterrupted bf16 run: bf16 all along
 
 
-@pytest.mark.parametrize("cap, amx", [(None, True), ("AVX2", False), ("avx512_core", False),
-                                      ("AVX512_CORE_BF16", False), ("AVX10_1_512_AMX", True),
-                                      ("avx512_core_amx", True), ("ALL", True), ("DEFAULT", True)])
-def test_a_onednn_cap_below_amx_makes_auto_precision_fp32(monkeypatch, cap, amx):
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # an AMX CPU
+@pytest.mark.parametrize("cap, amx, avx512_bf16", [
+    (None, True, True), ("AVX2", False, False), ("avx512_core", False, False),
+    ("AVX512_CORE_BF16", False, True), ("AVX10_1_512", False, True), ("AVX10_1_512_AMX", True, True),
+    ("avx512_core_amx", True, True), ("ALL", True, True), ("DEFAULT", True, True)])
+def test_a_onednn_cap_below_native_bf16_makes_auto_precision_fp32(monkeypatch, cap, amx, avx512_bf16):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # an AMX CPU (which
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # has both)
     for name in arithmetic.ONEDNN_CAPS:
         monkeypatch.delenv(name, raising=False)
     if cap:
         monkeypatch.setenv("DNNL_MAX_CPU_ISA" if cap == "avx512_core" else "ONEDNN_MAX_CPU_ISA", cap)
-    assert arithmetic.has_amx() is amx
-    assert arithmetic.resolve("auto", True, torch.device("cpu"))["precision"] == ("bf16" if amx else "fp32")
+    assert arithmetic.has_amx() is amx and arithmetic.has_avx512_bf16() is avx512_bf16
+    native = amx or avx512_bf16
+    assert arithmetic.resolve("auto", True, torch.device("cpu"))["precision"] == ("bf16" if native else "fp32")
+
+
+@pytest.mark.parametrize("amx, avx512_bf16", [(False, True), (False, False), (True, False)])
+def test_auto_precision_is_bf16_on_a_cpu_with_either_amx_or_avx512_bf16(monkeypatch, amx, avx512_bf16):
+    # AMD EPYC Zen 4 has AVX512-BF16 and no AMX; Zen 2/3 and older Xeons have neither
+    for name in arithmetic.ONEDNN_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    expected = "bf16" if amx or avx512_bf16 else "fp32"
+    assert arithmetic.resolve("auto", True, torch.device("cpu"))["precision"] == expected
+
+
+@pytest.mark.skipif(not arithmetic.has_avx512_bf16(), reason="needs a CPU with AVX512-BF16")
+def test_onednn_obeys_the_cap_that_has_avx512_bf16_reads():
+    # The oracle: oneDNN itself, asked which instruction set it runs with under the cap.
+    code = "import torch; torch.nn.functional.conv2d(torch.ones(2, 16, 8, 8), torch.ones(16, 16, 3, 3))"
+    isa = {}
+    for cap in ("AVX512_CORE", "AVX512_CORE_BF16"):
+        env = dict(os.environ, ONEDNN_MAX_CPU_ISA=cap, ONEDNN_VERBOSE="1")
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
+        isa[cap] = next(line for line in out.splitlines() if ",isa:" in line)
+    assert "bfloat16" not in isa["AVX512_CORE"] and "bfloat16" in isa["AVX512_CORE_BF16"]
 
 
 @pytest.mark.skipif(not arithmetic.has_amx(), reason="needs a CPU with AMX")

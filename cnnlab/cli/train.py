@@ -177,6 +177,6 @@ def register(sub, parents) -> None:
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (pays off on CUDA)")
     t.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="arithmetic of the training step: auto is bf16 autocast where the hardware "
-                   "does bf16 natively (CUDA, CPUs with AMX) and fp32 elsewhere; evaluation is always "
-                   "fp32 (default: auto)")
+                   "does bf16 natively (CUDA, CPUs with AMX or AVX512-BF16) and fp32 elsewhere; "
+                   "evaluation is always fp32 (default: auto)")
     t.set_defaults(func=cmd_train)

@@ -47,10 +47,12 @@ def machine() -> dict:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    # The vector instruction set torch's CPU kernels run with (AVX2, AVX512, ...) and AMX, which
-    # makes precision auto pick bf16: CPU results are bitwise repeatable only on the same kind.
+    # The vector instruction set torch's CPU kernels run with (AVX2, AVX512, ...), and AMX or
+    # AVX512-BF16, either of which makes precision auto pick bf16: CPU results are bitwise
+    # repeatable only on the same kind.
     return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "amx": arithmetic.has_amx()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "amx": arithmetic.has_amx(),
+            "avx512_bf16": arithmetic.has_avx512_bf16()}
 
 
 def plan_run_dir(out: str | None, model: str) -> Path:
