@@ -5,6 +5,7 @@
     x = alternating_flip(x, flip_bits(n, seed)[idx], epoch)  # a fixed half in odd epochs, the rest in even
     x = random_translate(x, 2, g)                 # shift each image by -2..2 pixels, reflect padding
     x = cutout(x, 8, g)                           # zero an 8x8 square in each image
+    x = random_crop(x, 24, g)                     # a 24x24 window of each image, at random
     x = augment_batch(x, idx, Augment(flip="random", translate=2), seed, epoch, step)
 
 x is a float (B, C, H, W) batch, normalized, so cutout's zeros are the mean colour. Draws are
@@ -12,6 +13,10 @@ made on the CPU from a torch.Generator and moved to x's device, so a batch is th
 device and a resumed run replays it exactly. span=(start, n) says that x is rows start.. of a
 batch of n (one process's part, in a run of several): the draws are made for all n images and
 x takes its rows of them, so each image is augmented as in one process.
+
+Crops (progressive resolution) train the first epochs on smaller images: a 24x24 step costs
+about half a 32x32 one, and the network, whose head takes the maximum over whatever map it
+gets, then sees whole images to the end. A recipe without crops draws exactly as before.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
+from .errors import CnnlabError
 from .recipes.schema import Augment
 
 
@@ -99,14 +105,58 @@ def cutout(x: torch.Tensor, size: int, g: torch.Generator, span: tuple[int, int]
     return x.masked_fill(inside, 0)
 
 
+def random_crop(x: torch.Tensor, size: int, g: torch.Generator,
+                span: tuple[int, int] | None = None) -> torch.Tensor:
+    """A size x size window of each image, placed at random inside it: (B, C, size, size)."""
+    b, c, h, w = x.shape
+    if size == 0 or (size >= h and size >= w):
+        return x
+    size_h, size_w = min(size, h), min(size, w)
+    dev = x.device
+    top = _rows(lambda n: torch.randint(0, h - size_h + 1, (n,), generator=g), x, span).to(dev)
+    left = _rows(lambda n: torch.randint(0, w - size_w + 1, (n,), generator=g), x, span).to(dev)
+    rows = top.view(-1, 1) + torch.arange(size_h, device=dev)  # (B, size_h)
+    cols = left.view(-1, 1) + torch.arange(size_w, device=dev)  # (B, size_w)
+    return x[torch.arange(b, device=dev).view(b, 1, 1, 1), torch.arange(c, device=dev).view(1, c, 1, 1),
+             rows.view(b, 1, size_h, 1), cols.view(b, 1, 1, size_w)]
+
+
+def crops_in(cfg: Augment, epoch: int) -> bool:
+    """Whether epoch (1-based) trains on crops."""
+    return cfg.crop > 0 and (cfg.crop_epochs == 0 or epoch <= cfg.crop_epochs)
+
+
+def check_crop(model: torch.nn.Module, cfg: Augment, image_shape: tuple[int, int, int]) -> None:
+    """Refuse, in one line, a crop that is not smaller than the (C, H, W) images or that the model
+    cannot take (a head fixed to the whole image's size): tried on one blank crop."""
+    if cfg.crop == 0:
+        return
+    c, h, w = image_shape
+    if cfg.crop >= min(h, w):
+        raise CnnlabError(f"augment.crop={cfg.crop} is not smaller than the {h}x{w} images: use a "
+                          f"smaller crop, or 0 to train on whole images")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, c, cfg.crop, cfg.crop))
+    except RuntimeError:
+        raise CnnlabError(f"augment.crop={cfg.crop}: this model takes only whole {h}x{w} images; crops "
+                          f"need a head that pools the whole final map, as the fast-* models' does, or "
+                          f"set augment.crop=0") from None
+    finally:
+        model.train(was_training)
+
+
 def active(cfg: Augment) -> bool:
-    return cfg.flip != "none" or cfg.translate > 0 or cfg.cutout > 0
+    return cfg.flip != "none" or cfg.translate > 0 or cfg.cutout > 0 or cfg.crop > 0
 
 
 def augment_batch(x: torch.Tensor, idx: torch.Tensor, cfg: Augment, seed: int, epoch: int, step: int,
                   bits: torch.Tensor | None = None, span: tuple[int, int] | None = None) -> torch.Tensor:
-    """The recipe's augmentation of the batch of training images idx (flip, translate, cutout);
-    span: x is rows span[0].. of the step's batch of span[1] (see the module's docstring)."""
+    """The recipe's augmentation of the batch of training images idx (flip, translate, crop in
+    the epochs that crop, cutout); span: x is rows span[0].. of the step's batch of span[1] (see
+    the module's docstring)."""
     if not active(cfg):
         return x
     g = step_generator(seed, epoch, step)
@@ -115,4 +165,6 @@ def augment_batch(x: torch.Tensor, idx: torch.Tensor, cfg: Augment, seed: int, e
     elif cfg.flip == "alternating":  # bits: flip_bits(number of training images, seed)
         x = alternating_flip(x, bits.to(idx.device)[idx], epoch)
     x = random_translate(x, cfg.translate, g, span)
+    if crops_in(cfg, epoch):
+        x = random_crop(x, cfg.crop, g, span)
     return cutout(x, cfg.cutout, g, span)

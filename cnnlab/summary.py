@@ -17,9 +17,13 @@ from . import models
 from .layers import Layer, Row, apply, totals
 
 
-def module_layer(name: str, module):
-    """The Layer that describes a torch module, or None for a kind the arithmetic does not know."""
+def module_layer(name: str, module, in_shape: list[int] | None = None):
+    """The Layer that describes a torch module (that ran on in_shape), or None for a kind the
+    arithmetic does not know."""
     m = module
+    if isinstance(m, nn.AdaptiveMaxPool2d) and m.output_size in (1, (1, 1)) and in_shape is not None:
+        # a global max pool: on this input, a max pool whose one window is the whole map
+        return Layer("maxpool", {"k": tuple(in_shape[-2:]), "s": None, "p": 0, "d": 1, "ceil": False}, name)
     if isinstance(m, nn.Conv2d) and m.groups == 1:
         p = m.padding if isinstance(m.padding, str) else tuple(m.padding)
         return Layer("conv", {"out": m.out_channels, "k": tuple(m.kernel_size), "s": tuple(m.stride),
@@ -75,7 +79,7 @@ def summarize(model, input_shape) -> list[Row]:
     shape = list(input_shape) if len(input_shape) == 4 else [1, *input_shape]
     rows, rf = [], (1, 1)
     for name, module, in_shape, out_shape in record_leaves(model, shape):
-        layer = module_layer(name, module)
+        layer = module_layer(name, module, in_shape)
         if layer is None:
             params = sum(p.numel() for p in module.parameters(recurse=False))
             rows.append(Row(name, type(module).__name__, in_shape, out_shape, params, 0, None))

@@ -169,6 +169,21 @@ def test_bf16_run_started_with_native_bf16_resumes_in_bf16_without_it(tmp_path, 
     assert same_weights(ref, run)  # bitwise the uninterrupted bf16 run: bf16 all along
 
 
+def test_a_run_with_crops_resumes_bitwise_and_the_crops_change_its_training(tmp_path):
+    from cnnlab.recipes.schema import Augment
+    root = bmp_folder(tmp_path / "d", classes=("a", "b", "c"), n_train=12, n_test=2, seed=8)
+    crops = dict(model="fast-q-s2", augment=Augment(flip="random", crop=24, crop_epochs=1))
+    ref = tmp_path / "ref"
+    run_train(TrainConfig(data=str(root), epochs=2, batch_size=8, val_size=8, out=str(ref), **crops), log=quiet)
+    run = interrupted_run(root, tmp_path / "run", **crops)  # stopped after its cropped epoch
+    resume_train(run, log=quiet)
+    assert same_weights(ref, run)
+    whole = tmp_path / "whole"
+    run_train(TrainConfig(data=str(root), epochs=2, batch_size=8, val_size=8, out=str(whole),
+                          model="fast-q-s2", augment=Augment(flip="random")), log=quiet)
+    assert not same_weights(ref, whole)
+
+
 @pytest.mark.parametrize("cap, amx, avx512_bf16", [
     (None, True, True), ("AVX2", False, False), ("avx512_core", False, False),
     ("AVX512_CORE_BF16", False, True), ("AVX10_1_512", False, True), ("AVX10_1_512_AMX", True, True),

@@ -111,6 +111,44 @@ def test_cutout_zeroes_one_square_per_image():
     assert torch.equal(out[keep], x[keep])
 
 
+def test_random_crop_takes_one_window_of_each_image_at_a_random_place():
+    x = batch(16, h=8, w=8)
+    out = augment.random_crop(x, 5, augment.step_generator(2, 1, 1))
+    assert out.shape == (16, 3, 5, 5) and out.dtype == x.dtype
+    places = set()
+    for i in range(16):  # the oracle: every window of the image, by slicing
+        found = [(r, c) for r in range(4) for c in range(4) if torch.equal(out[i], x[i, :, r:r + 5, c:c + 5])]
+        assert found, i
+        places.add(found[0])
+    assert len(places) > 4
+    assert augment.random_crop(x, 8, augment.step_generator(0, 0, 0)) is x  # the whole image: nothing to do
+
+
+@pytest.mark.parametrize("crop_epochs, cropped", [(2, {1, 2}), (0, {1, 2, 3, 4})])
+def test_crops_in_the_first_crop_epochs_only_and_no_other_draw_changes(crop_epochs, cropped):
+    x, idx = batch(12, h=8, w=8), torch.arange(12)
+    plain = Augment(flip="random", translate=1, cutout=3)
+    cfg = Augment(flip="random", translate=1, cutout=3, crop=6, crop_epochs=crop_epochs)
+    for epoch in (1, 2, 3, 4):
+        out = augment.augment_batch(x, idx, cfg, seed=0, epoch=epoch, step=1)
+        assert out.shape[-2:] == ((6, 6) if epoch in cropped else (8, 8))
+        if epoch not in cropped:  # whole images, augmented as by a recipe without crops
+            assert torch.equal(out, augment.augment_batch(x, idx, plain, seed=0, epoch=epoch, step=1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 9), st.data())
+def test_a_batch_cut_in_parts_is_cropped_as_the_whole_batch(n, data):
+    # each process of a run of several crops its rows of the batch as one process would
+    x, idx = batch(n), torch.arange(n)
+    cfg = Augment(flip="random", translate=1, crop=data.draw(st.integers(1, 7)), cutout=2)
+    whole = augment.augment_batch(x, idx, cfg, seed=3, epoch=1, step=2)
+    cut = data.draw(st.integers(1, n - 1))
+    parts = [augment.augment_batch(x[a:b], idx[a:b], cfg, seed=3, epoch=1, step=2, span=(a, n))
+             for a, b in ((0, cut), (cut, n))]
+    assert torch.equal(torch.cat(parts), whole)
+
+
 def test_the_same_seed_epoch_and_step_give_the_same_batch():
     x, idx = batch(32), torch.arange(32)
     cfg = Augment(flip="random", translate=2, cutout=4)
@@ -345,6 +383,50 @@ def test_every_model_at_batch_2_forward_backward_and_shape(name):
     trainable = [p for p in model.parameters() if p.requires_grad]  # the fast family freezes some
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)
     assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+
+
+def test_the_fast_head_is_a_max_pool_over_the_final_map_and_takes_smaller_images():
+    # The oracle: the head as it was, nn.MaxPool2d of the final map's size at 32 pixels; its
+    # values and gradients, ties included (a constant image makes every position equal).
+    for name in ("fast-94", "fast-q-s2"):
+        torch.manual_seed(0)
+        model = create(name)
+        model.whiten.weight.data.normal_()
+        for x in (torch.randn(3, 3, 32, 32), torch.ones(2, 3, 32, 32)):
+            feats = []
+            hook = model.blocks.register_forward_hook(lambda m, i, o: feats.append(o.detach().requires_grad_()))
+            model(x)
+            hook.remove()
+            final = feats[0]
+            assert tuple(final.shape[-2:]) == model.final_hw
+            new, old = model.pool(final), torch.nn.MaxPool2d(model.final_hw)(final)
+            assert torch.equal(new, old)
+            g_new, = torch.autograd.grad(new.sum() + (new ** 2).sum(), final)
+            g_old, = torch.autograd.grad(old.sum() + (old ** 2).sum(), final)
+            assert torch.equal(g_new, g_old)
+        assert model(torch.randn(2, 3, 24, 24)).shape == (2, 10)
+    # as training computes it: bf16 and channels_last, with many ties (whole numbers)
+    final = torch.randn(64, 16, 3, 3).round().bfloat16().contiguous(memory_format=torch.channels_last)
+    final.requires_grad_()
+    new, old = model.pool(final), torch.nn.MaxPool2d(3)(final)
+    weights = torch.arange(16.0).view(1, -1, 1, 1)
+    assert torch.equal(new, old)
+    assert torch.equal(torch.autograd.grad((new * weights).sum(), final)[0],
+                       torch.autograd.grad((old * weights).sum(), final)[0])
+
+
+def test_a_crop_the_model_cannot_take_is_refused_in_one_line_before_the_run_folder(tiny_folder, tmp_path, capsys):
+    from cnnlab.cli import main
+    augment.check_crop(create("fast-q"), Augment(crop=24), (3, 32, 32))  # a global head: any size
+    for model, crop, words in (("seed", 24, "takes only whole 32x32 images"),
+                               ("fast-q", 32, "is not smaller than the 32x32 images")):
+        with pytest.raises(CnnlabError, match=words):
+            augment.check_crop(create(model), Augment(crop=crop), (3, 32, 32))
+    code = main(["train", "--data", str(tiny_folder), "--epochs", "1", "--out", str(tmp_path / "run"),
+                 "--set", "augment.crop=24"])
+    err = capsys.readouterr().err
+    assert code != 0 and "takes only whole" in err and "augment.crop=0" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_resnet18_has_the_literatures_parameter_count():

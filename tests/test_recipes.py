@@ -133,7 +133,7 @@ def test_a_recipe_run_with_a_step_cap_beats_chance_and_saves_its_recipe(real_sub
     config = json.loads((run / "config.json").read_text())["config"]
     assert (config["recipe"], config["model"], config["epochs"], config["batch_size"]) == ("seed-sgd", "seed-bn", 30, 32)
     assert config["optimizer"]["name"] == "sgd" and config["optimizer"]["lr"] == 0.02 and config["tta"] == "flip"
-    assert config["augment"] == {"flip": "random", "translate": 2, "cutout": 0}
+    assert config["augment"] == {"flip": "random", "translate": 2, "cutout": 0, "crop": 0, "crop_epochs": 0}
 
 
 RESUME_RECIPE = """

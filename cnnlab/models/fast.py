@@ -22,7 +22,8 @@ Every width has the same layout:
              the first block, but each map is half as wide and tall, so the network does
              0.3x the work (3.0 M MACs against fast-q's 10.1 M)
     block x3 conv3x3 -> maxpool 2 -> BN -> GELU (-> conv3x3 -> BN -> GELU)
-    head     max pooling over the whole final map -> linear (no bias) -> times a fixed scale
+    head     max pooling over the whole final map, whatever its size -> linear (no bias) ->
+             times a fixed scale
 
 The ideas (after K. Jordan's airbench and T. Balsam's hlb-CIFAR10; our own code): the frozen
 whitening conv gives the first block decorrelated inputs from step one; convs start as the
@@ -140,10 +141,12 @@ class FastNet(nn.Module):
         hw = conv2d_out(hw, whiten_kernel, whiten_stride)
         for _ in self.blocks:
             hw = pool2d_out(hw, 2)
-        self.pool = nn.MaxPool2d(hw)  # one window over the whole final map
-        h, w = pool2d_out(hw, hw)  # (1, 1)
+        self.final_hw = hw  # the final map at image_size: (3, 3) at 32 pixels
+        # One window over the whole final map, whatever the image size (smaller crops train the
+        # first epochs in some recipes): at image_size, nn.MaxPool2d(final_hw).
+        self.pool = nn.AdaptiveMaxPool2d(1)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(chans[-1] * h * w, num_classes, bias=False)
+        self.fc = nn.Linear(chans[-1], num_classes, bias=False)
 
     @torch.no_grad()
     def data_init(self, images: torch.Tensor) -> None:

@@ -92,6 +92,9 @@ class Augment:
         "none", "mirror left-right: at random, or a fixed half of the images in every other epoch")
     translate: int = _f(0, "shift by up to this many pixels each way, reflect padding", min=0)
     cutout: int = _f(0, "blank a square of this side at a random place (0: off)", min=0)
+    crop: int = _f(0, "train on a random crop x crop window of each image (0: off); the model must take "
+                   "smaller images (a global-pool head, as the fast-* models have)", min=0)
+    crop_epochs: int = _f(0, "crop in the first N epochs only, whole images after (0: every epoch)", min=0)
 
 
 @dataclass

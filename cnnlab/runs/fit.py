@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .. import allocator, arithmetic, checkpoints, data as data_mod, distributed, files, models, optim
+from .. import allocator, arithmetic, augment, checkpoints, data as data_mod, distributed, files, models, optim
 from ..errors import CnnlabError
 from ..data import normalize
 from ..recipes import to_dict
@@ -126,6 +126,7 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     torch.manual_seed(cfg.seed)
     model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], data.train_x.shape[-1])
     optim.check(model, cfg.optimizer, cfg.epochs)  # the recipe leaves it something to train
+    augment.check_crop(model, cfg.augment, tuple(data.train_x.shape[1:]))
     existed = planned.exists()
     out = distributed.main_only(make_run_dir, planned)
     cfg = replace(cfg, out=str(out), data=where)
