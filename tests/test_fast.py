@@ -54,7 +54,7 @@ def test_stride_2_whitening_keeps_the_even_positions_of_stride_1():
     a, b = full.whiten(x), half.whiten(x)
     assert a.shape[-2:] == (31, 31) and b.shape[-2:] == (16, 16)
     torch.testing.assert_close(b, a[..., ::2, ::2])  # positions 0, 2, ..., 30 of 31
-    assert half.pool.kernel_size == (2, 2) and full.pool.kernel_size == (3, 3)
+    assert half.final_hw == (2, 2) and full.final_hw == (3, 3)  # the maps the head pools whole
     assert half(x).shape == (2, 10)
     # about a quarter of the work (0.298x: at stride 1 the maps are 31, 15, 7 and 3 wide, not 32, 16, 8, 4)
     macs = {m: totals(summarize(create(m), (3, 32, 32)))["macs"] for m in ("fast-q", "fast-q-s2")}
