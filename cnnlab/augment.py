@@ -15,7 +15,7 @@ batch of n (one process's part, in a run of several): the draws are made for all
 x takes its rows of them, so each image is augmented as in one process.
 
 Crops (progressive resolution) train the first epochs on smaller images: a 24x24 step costs
-about half a 32x32 one, and the network, whose head takes the maximum over whatever map it
+0.5-0.6x a 32x32 one, and the network, whose head takes the maximum over whatever map it
 gets, then sees whole images to the end. A recipe without crops draws exactly as before.
 """
 from __future__ import annotations

@@ -211,27 +211,26 @@ def test_auto_precision_is_bf16_on_a_cpu_with_either_amx_or_avx512_bf16(monkeypa
     assert arithmetic.resolve("auto", True, torch.device("cpu"))["precision"] == expected
 
 
-@pytest.mark.skipif(not arithmetic.has_avx512_bf16(), reason="needs a CPU with AVX512-BF16")
-def test_onednn_obeys_the_cap_that_has_avx512_bf16_reads():
-    # The oracle: oneDNN itself, asked which instruction set it runs with under the cap.
+def onednn_isa_under(*caps) -> dict[str, str]:
+    """The oracle: oneDNN itself, asked which instruction set it runs a conv with under each cap."""
     code = "import torch; torch.nn.functional.conv2d(torch.ones(2, 16, 8, 8), torch.ones(16, 16, 3, 3))"
     isa = {}
-    for cap in ("AVX512_CORE", "AVX512_CORE_BF16"):
+    for cap in caps:
         env = dict(os.environ, ONEDNN_MAX_CPU_ISA=cap, ONEDNN_VERBOSE="1")
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
         isa[cap] = next(line for line in out.splitlines() if ",isa:" in line)
+    return isa
+
+
+@pytest.mark.skipif(not arithmetic.has_avx512_bf16(), reason="needs a CPU with AVX512-BF16")
+def test_onednn_obeys_the_cap_that_has_avx512_bf16_reads():
+    isa = onednn_isa_under("AVX512_CORE", "AVX512_CORE_BF16")
     assert "bfloat16" not in isa["AVX512_CORE"] and "bfloat16" in isa["AVX512_CORE_BF16"]
 
 
 @pytest.mark.skipif(not arithmetic.has_amx(), reason="needs a CPU with AMX")
 def test_onednn_obeys_the_cap_that_has_amx_reads():
-    # The oracle: oneDNN itself, asked which instruction set it runs with under the cap.
-    code = "import torch; torch.nn.functional.conv2d(torch.ones(2, 16, 8, 8), torch.ones(16, 16, 3, 3))"
-    isa = {}
-    for cap in ("AVX2", "ALL"):
-        env = dict(os.environ, ONEDNN_MAX_CPU_ISA=cap, ONEDNN_VERBOSE="1")
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
-        isa[cap] = next(line for line in out.splitlines() if ",isa:" in line)
+    isa = onednn_isa_under("AVX2", "ALL")
     assert "AMX" not in isa["AVX2"] and "AVX2" in isa["AVX2"]
     assert "AMX" in isa["ALL"]
 
