@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 
 from cnnlab import arithmetic, cifar, data, sourcekey
-from cnnlab import train as train_mod
 from cnnlab.cifar import ARCHIVE, FOLDER
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError, CnnlabWarning
@@ -556,8 +555,9 @@ class BadFrom(torch.nn.Module):
 @pytest.mark.parametrize("deferred", [False, True])
 @pytest.mark.parametrize("kind", ["inf", "nan"])
 def test_non_finite_loss_names_the_failing_step_and_its_value(monkeypatch, deferred, kind):
+    from cnnlab import losswatch
     from cnnlab.train import NonFiniteLoss, Prepared, TrainState, setup, train_epoch
-    monkeypatch.setattr(train_mod, "deferred_checks", lambda device: deferred)  # deferred: the CUDA way
+    monkeypatch.setattr(losswatch, "deferred_checks", lambda device: deferred)  # deferred: the CUDA way
     x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     y = torch.zeros(64, dtype=torch.int64)
     stat = torch.full((1, 3, 1, 1), 0.5)

@@ -1,4 +1,4 @@
-"""Training into a run folder: a new run, a resumed one, checkpoints, signals, the final test.
+"""Training into a run folder: a new run, a resumed one, checkpoints, the final test.
 
     run_train(TrainConfig(epochs=20))          # a new run folder under runs/
     resume_train("runs/20260101-120000-seed")  # continue it exactly where it stopped
@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import signal
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -24,45 +23,7 @@ from ..train import (NonFiniteLoss, TrainConfig, TrainState, pick_device, prepar
                      train, uses_channels_last)
 from .folder import HISTORY_FIELDS, _number, describe, make_run_dir, plan_run_dir, read_config, versions, write_json
 from .lock import LOCK_NAME, hold
-
-class Interrupted(CnnlabError):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; exit 128 + the signal."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-class StopSignals:
-    """Turns SIGINT and SIGTERM into a request to stop after the current step.
-
-    A second signal stops at once, except in a run of several processes: there torchrun's agent
-    sends its own signal after the terminal's Ctrl-C, and the agreed stop (see _fit) must not
-    be cut short. Only the main thread can take signals; elsewhere this does nothing.
-    """
-
-    def __init__(self, repeat_stops: bool = True):
-        self.signum, self._old, self.repeat_stops = None, {}, repeat_stops
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            if self.repeat_stops:
-                raise KeyboardInterrupt
-            return
-        self.signum = signum
-
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
+from .signals import Interrupted, StopSignals
 
 
 def _model_and_data(cfg: TrainConfig, data, device):
