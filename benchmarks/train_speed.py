@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -49,6 +48,7 @@ from torch.utils.data import DataLoader
 from cnnlab import data as data_mod, models
 from cnnlab.allocator import reuse_step_buffers
 from cnnlab.layers import totals
+from cnnlab.runs.folder import machine as run_machine
 from cnnlab.summary import summarize
 from cnnlab.train import (TrainConfig, TrainState, pick_device, prepare, resolve_precision, setup, train,
                           train_epoch)
@@ -223,7 +223,7 @@ def main():
     n = len(d.train_y)
     macs = totals(summarize(models.create("seed"), (3, 32, 32)))["macs"]
     flops_per_epoch = 3 * 2 * macs * n  # forward + backward (about twice the forward)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+    print(f"machine: {run_machine()['cpu']}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, threads {torch.get_num_threads()}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"data: {n} training images from {data.source}; model seed, batch 128, Adam")
