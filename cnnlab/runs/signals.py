@@ -23,7 +23,7 @@ class StopSignals:
     """Turns SIGINT and SIGTERM into a request to stop after the current step.
 
     A second signal stops at once, except in a run of several processes: there torchrun's agent
-    sends its own signal after the terminal's Ctrl-C, and the agreed stop (see _fit) must not
+    sends its own signal after the terminal's Ctrl-C, and the agreed stop (see fit._fit) must not
     be cut short. Only the main thread can take signals; elsewhere this does nothing.
     """
 
