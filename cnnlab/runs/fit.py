@@ -17,9 +17,10 @@ import torch
 from .. import allocator, arithmetic, augment, checkpoints, data as data_mod, distributed, files, models, optim
 from ..errors import CnnlabError
 from ..data import normalize
+from ..losswatch import NonFiniteLoss
 from ..recipes import to_dict
 from ..text import plural
-from ..train import (NonFiniteLoss, TrainConfig, TrainState, pick_device, prepare, resolve_precision, total_steps,
+from ..train import (TrainConfig, TrainState, pick_device, prepare, resolve_precision, total_steps,
                      train, uses_channels_last)
 from .folder import HISTORY_FIELDS, _number, describe, make_run_dir, plan_run_dir, read_config, versions, write_json
 from .lock import LOCK_NAME, hold

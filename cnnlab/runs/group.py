@@ -26,9 +26,10 @@ from typing import Callable
 from .. import checkpoints, data as data_mod, models
 from ..errors import CnnlabError
 from ..train import TrainConfig, pick_device
-from .fit import RESUME_MAY_CHANGE, Interrupted, refuse_changes, resume_train, run_train
+from .fit import RESUME_MAY_CHANGE, refuse_changes, resume_train, run_train
 from .folder import make_run_dir, plan_run_dir, write_json
 from .lock import LOCK_NAME, hold
+from .signals import Interrupted
 
 GROUP_FILE = "group.json"
 FORMAT = 1
