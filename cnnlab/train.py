@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import allocator, arithmetic, augment, averaging, distributed, optim
+from . import allocator, arithmetic, augment, averaging, distributed, optim, selection
 from .data import ImageData, channel_stats, normalize, parse_val_size, split_indices
 from .errors import CnnlabError
 from .losswatch import LossWatch, NonFiniteLoss
@@ -55,6 +55,8 @@ class TrainConfig(Recipe):
         if self.max_steps is not None and self.max_steps < 1:
             raise CnnlabError(f"--max-steps must be a positive integer, got {self.max_steps}")
         parse_val_size(self.val_size)
+        if selection.active(self.select) and distributed.world() > 1:
+            raise CnnlabError(selection.ONE_PROCESS)
         if self.precision not in ("auto", "fp32", "bf16"):
             raise CnnlabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
         check(self, f"recipe {self.recipe}")  # every other field's type and range
@@ -170,6 +172,7 @@ class Setup:
     memory_format: torch.memory_format
     averager: averaging.WeightAverage | None = None  # the recipe's weight averaging, if any
     eval_precision: str = "fp32"  # validation's and test's arithmetic (arithmetic.eval_precision)
+    selector: selection.Selector | None = None  # the recipe's choice of hard images, if any (train())
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -199,9 +202,14 @@ def setup(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, arith:
                  arithmetic.eval_precision(cfg.eval_precision, arith))
 
 
+def epoch_steps(cfg: TrainConfig, n: int, epoch: int) -> int:
+    """Optimizer steps in epoch (fewer where the recipe trains on the hard images only)."""
+    return selection.epoch_steps(cfg.select, n, epoch, cfg.batch_size)
+
+
 def total_steps(cfg: TrainConfig, n: int) -> int:
     """Optimizer steps in the whole run (the schedule's length): all epochs, or the step cap."""
-    steps = cfg.epochs * math.ceil(n / cfg.batch_size)
+    steps = sum(epoch_steps(cfg, n, e) for e in range(1, cfg.epochs + 1))
     return steps if cfg.max_steps is None else min(steps, cfg.max_steps)
 
 
@@ -225,11 +233,15 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
     """
     device = d.train_x.device
     n = len(d.train_y)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    steps_per_epoch = epoch_steps(cfg, n, state.epoch)
     end = steps_per_epoch if max_steps is None else min(steps_per_epoch, state.step + max_steps)
     total = total_steps(cfg, n)
     s.model.train()
     perm = epoch_permutation(n, cfg.seed, state.epoch, device)
+    if s.selector is None and selection.active(cfg.select):
+        s.selector = selection.create(cfg.select, n, device)
+    if s.selector is not None:
+        perm = s.selector.order(perm, state.epoch, state.step)  # the epoch's hard images
     augmenting = augment.active(cfg.augment)
     bits = augment.flip_bits(n, cfg.seed).to(device) if cfg.augment.flip == "alternating" else None
     rank, world = distributed.rank(), distributed.world()
@@ -252,7 +264,11 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
         x = x.contiguous(memory_format=s.memory_format)
         y = d.train_y[idx]
         with s.autocast():
-            if world == 1:
+            if s.selector is not None:  # one process (TrainConfig.validate): keep each image's loss
+                losses = F.cross_entropy(s.step_model(x), y, label_smoothing=cfg.label_smoothing, reduction="none")
+                s.selector.record(idx, losses)
+                loss = losses.mean()
+            elif world == 1:
                 loss = F.cross_entropy(s.step_model(x), y, label_smoothing=cfg.label_smoothing)
             else:  # this rank's share of the batch's mean loss
                 loss = F.cross_entropy(s.step_model(x), y, label_smoothing=cfg.label_smoothing,
@@ -280,11 +296,12 @@ def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[
           on_epoch_end: Callable[[TrainState, Setup], None] | None = None,
           state: TrainState | None = None, optimizer_state: dict | None = None,
           should_stop: Callable[[], bool] = lambda: False,
-          averaging_state: dict | None = None, arith: dict | None = None) -> tuple[TrainState, Setup]:
+          averaging_state: dict | None = None, arith: dict | None = None,
+          selection_state: dict | None = None) -> tuple[TrainState, Setup]:
     """Train model on d.train_* as the recipe in cfg says, validating after every epoch.
 
-    Starts afresh, or continues from state (with optimizer_state and averaging_state)
-    exactly where it stood. Returns the final state and the Setup (its opt, its averager,
+    Starts afresh, or continues from state (with optimizer_state, averaging_state and
+    selection_state) exactly where it stood. Returns the final state and the Setup (its opt, its averager,
     and eval_model: the network to test and save); state.stopped is True when should_stop()
     interrupted it (the state then points at the next step).
     """
@@ -293,6 +310,9 @@ def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[
         load_optimizer_state(s.opt, optimizer_state)
     if averaging_state is not None and s.averager is not None:
         s.averager.load_state_dict(averaging_state)
+    s.selector = selection.create(cfg.select, len(d.train_y), d.train_x.device)
+    if selection_state is not None and s.selector is not None:
+        s.selector.load_state_dict(selection_state)
     state = state or TrainState()
     state.stopped = False
     channels_last = s.memory_format == torch.channels_last
@@ -302,7 +322,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[
         avg_loss = train_epoch(s, d, cfg, state, budget, sys.stderr.isatty(), should_stop)
         state.elapsed = time.perf_counter() - start
         capped = cfg.max_steps is not None and state.steps >= cfg.max_steps
-        if should_stop() and not capped and state.step < math.ceil(len(d.train_y) / cfg.batch_size):
+        if should_stop() and not capped and state.step < epoch_steps(cfg, len(d.train_y), state.epoch):
             state.stopped = True
             return state, s
         val = distributed.evaluate(s.eval_model, d.val_x, d.val_y, d.mean_t, d.std_t, cfg.eval_batch_size,

@@ -90,8 +90,10 @@ def _launch(args, given: dict) -> int:
                        {k: v for k, v in given.items() if k != "precision"}, "run")
     else:
         cfg = new_config(args, given).validate()
-        from .. import models
+        from .. import models, selection
         models.create(cfg.model)
+        if selection.active(cfg.select):
+            raise CnnlabError(selection.ONE_PROCESS)
     pick_backend(args.dist_backend or "auto", pick_device(_device_name(args, given)))
     return launch(args.nproc, strip_flag(args.argv, "--nproc"), args.resume)
 

@@ -107,6 +107,15 @@ class Averaging:
 
 
 @dataclass
+class Select:
+    """Training on the hard images (cnnlab.selection): from an epoch on, each epoch trains on the
+    part of the training images whose loss was highest when they were last trained on."""
+    keep: float = _f(1.0, "part of the training images each selecting epoch trains on (1: every image)",
+                     gt=0, max=1)
+    from_epoch: int = _f(2, "the first epoch that selects; the ones before train on every image", min=1)
+
+
+@dataclass
 class Recipe:
     recipe: str = _f("seed", "the recipe's name (a shipped name or a file's path)")
     description: str = _f("the course report's recipe", "one line: what this rung adds")
@@ -125,6 +134,7 @@ class Recipe:
     schedule: Schedule = _f(Schedule)
     augment: Augment = _f(Augment)
     averaging: Averaging = _f(Averaging)
+    select: Select = _f(Select)
     sync_bn: bool = _f(True, "several processes: BatchNorm over the whole batch (SyncBatchNorm; GPUs only), "
                        "as one process computes it; one process: no effect")
 

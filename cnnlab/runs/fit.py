@@ -192,12 +192,12 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
                           f"pass the original dataset with --data")
     distributed.same_as_main(data.fingerprint, f"the data at {data.source}")
     model, d = _model_and_data(cfg, data, device)
-    state, opt_state, avg_state = TrainState(), None, None
+    state, opt_state, avg_state, sel_state = TrainState(), None, None, None
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state"])
         state = TrainState(**ckpt["state"])
         opt_state = ckpt["optimizer_state"]
-        avg_state = ckpt.get("averaging_state")
+        avg_state, sel_state = ckpt.get("averaging_state"), ckpt.get("selection_state")
         checkpoints.set_rng_state(ckpt["rng"], device)
     else:
         _data_init(model, d)  # killed before its first checkpoint: start as a fresh run does
@@ -215,7 +215,7 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
     procs = f", {distributed.world()} processes" if distributed.world() > 1 else ""
     log(f"Resuming {run_dir} at epoch {state.epoch}, step {state.step}, {device}{procs}, {arith['precision']}")
     with _disk_errors(run_dir):
-        return _fit(run_dir, cfg, config, model, d, state, opt_state, log, avg_state)
+        return _fit(run_dir, cfg, config, model, d, state, opt_state, log, avg_state, sel_state)
 
 
 @contextlib.contextmanager
@@ -238,7 +238,7 @@ def _disk_errors(out: Path):
 
 
 def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState, opt_state,
-         log: Callable[[str], None], avg_state: dict | None = None) -> dict:
+         log: Callable[[str], None], avg_state: dict | None = None, sel_state: dict | None = None) -> dict:
     """Train from state, checkpointing every epoch and on SIGINT/SIGTERM; then test and save.
 
     Several processes: every rank trains and evaluates its part; rank 0 alone writes.
@@ -259,6 +259,8 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
             raise CnnlabError(f"the weights became non-finite at epoch {state.epoch}: not saving them "
                               f"over the last good checkpoint in {out}; lower --lr")
         extra = {} if s.averager is None else {"averaging_state": s.averager.state_dict()}
+        if s.selector is not None:  # each image's last loss: the hard images of the epochs to come
+            extra["selection_state"] = s.selector.state_dict()
         checkpoints.save_checkpoint(out / "checkpoint.pt", {
             "format": 1, "model": cfg.model, "model_state": model.state_dict(),
             "optimizer_state": s.opt.state_dict(), "state": state.to_dict(), "config": cfg.to_dict(),
@@ -282,7 +284,7 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
         should_stop = lambda: distributed.any_rank(stop.requested())  # noqa: E731
         try:
             state, s = train(cfg, model, d, log, on_epoch_end, state, opt_state, should_stop, avg_state,
-                             config["arithmetic"])
+                             config["arithmetic"], sel_state)
         except NonFiniteLoss as e:
             kept = (f"the last good checkpoint (epoch {state.epoch - 1}) is kept in {out}/checkpoint.pt"
                     if (out / "checkpoint.pt").exists() else "no checkpoint was written")
