@@ -67,7 +67,7 @@ def tutorial_seconds(data, device, repeats: int) -> list[float]:
 
 def run_recipe(name: str, seed: int, data: str | None, device: str, workdir: Path) -> dict:
     """One whole `cnnlab train` process: its wall time and its metrics."""
-    out = workdir / f"{name}-seed{seed}"
+    out = workdir / f"{Path(name).stem}-seed{seed}"  # a recipe file's runs too stay in workdir
     cmd = [sys.executable, "-m", "cnnlab", "train", "--recipe", name, "--seed", str(seed),
            "--device", device, "--out", str(out)] + (["--data", data] if data else [])
     wall, _ = run_process(cmd)  # exits with the process's output if it fails
