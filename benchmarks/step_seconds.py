@@ -1,0 +1,92 @@
+"""Seconds of one training step of the fast models, by widths and image size, on this machine.
+
+    python benchmarks/step_seconds.py [--widths 64/256/256,32/256/256] [--sizes 32,24] [--batch 512]
+                                      [--precision auto|fp32|bf16] [--threads N]
+
+A recipe's training seconds are its steps times these figures (plus loading, a few %), so a
+change of model widths or crop sizes can be priced before it is trained: the fp32 figures of
+the README's "Without native bf16" section come from this script under an instruction-set cap,
+
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/step_seconds.py
+
+Each step is a forward and backward pass of FastNet (the fast-* models' class, two convs per
+block) on a random channels-last batch, in bf16 autocast where the precision is bf16, and an
+SGD/Nesterov update: the arithmetic of a recipe's step without Muon's small matrix products.
+Each figure is the median of --repeats steps after two warm-up steps; run it on an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from time_to_accuracy import machine  # noqa: E402  (names the CPU and any instruction-set cap)
+
+from cnnlab import arithmetic  # noqa: E402
+from cnnlab.models import FastNet  # noqa: E402
+
+
+def step_seconds(widths: tuple[int, ...], size: int, batch: int, precision: str, repeats: int) -> float:
+    """Median seconds of a training step of FastNet(widths) on batch size x size images."""
+    torch.manual_seed(0)
+    model = FastNet(widths, 2).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
+                          nesterov=True)
+    x = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step(), step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--widths", default="64/256/256,32/256/256,32/224/256,32/192/256",
+                    help="comma-separated widths of the three blocks, e.g. 64/256/256 (fast-94's)")
+    ap.add_argument("--sizes", default="32,28,24,20", help="comma-separated image sizes (crops below 32)")
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="auto: bf16 where this CPU computes it natively (AMX, AVX512-BF16), else fp32")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    precision = args.precision
+    if precision == "auto":
+        precision = "bf16" if arithmetic.native_bf16_cpu() else "fp32"
+    widths = [tuple(int(v) for v in w.split("/")) for w in args.widths.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    print(f"machine: {machine(torch.device('cpu'))}; {args.threads} threads, {precision}, batch {args.batch}")
+    print("seconds per training step (ratio to the first widths at the first size)")
+    print(f"{'widths':>12}  " + "  ".join(f"{f'{s} px':>14}" for s in sizes), flush=True)
+    base = None
+    for w in widths:
+        cells = []
+        for s in sizes:
+            t = step_seconds(w, s, args.batch, precision, args.repeats)
+            base = base or t
+            cells.append(f"{t:7.3f} ({t / base:.2f})")
+        print(f"{'/'.join(map(str, w)):>12}  " + "  ".join(f"{c:>14}" for c in cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
