@@ -197,14 +197,6 @@ def fast_m(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
     return FastNet((64, 128, 256), 1, num_classes, in_channels, image_size)
 
 
-def fast_90(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
-    """Widths 32/224/256, two convs per block: fast-94 narrowed where its fp32 step spends most (0.65x of it)."""
-    # The first block at 31x31 maps, with few input channels, is the costliest per multiply
-    # (benchmarks/step_seconds.py under an AVX2 cap): fast-90's recipe trains this in 10 epochs
-    # to fast-94's accuracy in 9, for 0.8x its fp32 seconds.
-    return FastNet((32, 224, 256), 2, num_classes, in_channels, image_size)
-
-
 def fast_94(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
     """The airbench94 size: widths 64/256/256, two convs per block, about 2 M parameters."""
     return FastNet((64, 256, 256), 2, num_classes, in_channels, image_size)
