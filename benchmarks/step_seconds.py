@@ -4,8 +4,9 @@
                                       [--precision auto|fp32|bf16] [--threads N]
 
 A recipe's training seconds are about its steps times these figures (fast-90's 9 epochs in fp32
-on the AMD EPYC Zen 4 under the cap below: 800 s by them, 763.9 s measured), so a change of model widths or crop sizes can be priced before it is trained. The README's "Without
-native bf16" section prices its variants in fp32 with it, under an instruction-set cap:
+on the AMD EPYC Zen 4 under the cap below: 800 s by them, 763.9 s measured), so a change of model
+widths or crop sizes can be priced before it is trained. The README's "Without native bf16"
+section prices its variants in fp32 with it, under an instruction-set cap:
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/step_seconds.py
 
@@ -57,32 +58,58 @@ def step_seconds(widths: tuple[int, ...], size: int, batch: int, precision: str,
     return statistics.median(times)
 
 
+def int_list(text: str, sep: str = ",") -> list[int]:
+    """'32,24' -> [32, 24]; argparse's one-line error for anything else."""
+    try:
+        values = [int(v) for v in text.split(sep)]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers separated by {sep!r}")
+    return values
+
+
+def widths_list(text: str) -> list[tuple[int, ...]]:
+    """'64/256/256,32/256/256' -> [(64, 256, 256), (32, 256, 256)]."""
+    out = [tuple(int_list(w, "/")) for w in text.split(",")]
+    if any(len(w) != 3 for w in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: each widths is three numbers, e.g. 64/256/256")
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--widths", default="64/256/256,32/256/256,32/224/256,32/192/256",
+    ap.add_argument("--widths", type=widths_list, default="64/256/256,32/256/256,32/224/256,32/192/256",
                     help="comma-separated widths of the three blocks, e.g. 64/256/256 (fast-94's)")
-    ap.add_argument("--sizes", default="32,28,24,20", help="comma-separated image sizes (crops below 32)")
-    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--sizes", type=int_list, default="32,28,24,20",
+                    help="comma-separated image sizes (crops below 32)")
+    ap.add_argument("--batch", type=lambda t: int_list(t)[0], default=512)
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="auto: bf16 where this CPU computes it natively (AMX, AVX512-BF16), else fp32")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=lambda t: int_list(t)[0], default=torch.get_num_threads())
+    ap.add_argument("--repeats", type=lambda t: int_list(t)[0], default=5)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
     precision = args.precision
     if precision == "auto":
         precision = "bf16" if arithmetic.native_bf16_cpu() else "fp32"
-    widths = [tuple(int(v) for v in w.split("/")) for w in args.widths.split(",")]
-    sizes = [int(s) for s in args.sizes.split(",")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        table(args.widths, args.sizes, args.batch, precision, args.repeats, args.threads)
+    finally:
+        torch.set_num_threads(threads)  # main() may be called in-process (the tests)
 
-    print(f"machine: {machine(torch.device('cpu'))}; {args.threads} threads, {precision}, batch {args.batch}")
+
+def table(widths, sizes, batch: int, precision: str, repeats: int, threads: int) -> None:
+    """Print the machine and a row of step seconds (and ratios) per widths, a column per size."""
+    print(f"machine: {machine(torch.device('cpu'))}; threads {threads}, {precision}, batch {batch}")
     print("seconds per training step (ratio to the first widths at the first size)")
     print(f"{'widths':>12}  " + "  ".join(f"{f'{s} px':>14}" for s in sizes), flush=True)
     base = None
     for w in widths:
         cells = []
         for s in sizes:
-            t = step_seconds(w, s, args.batch, precision, args.repeats)
+            t = step_seconds(w, s, batch, precision, repeats)
             base = base or t
             cells.append(f"{t:7.3f} ({t / base:.2f})")
         print(f"{'/'.join(map(str, w)):>12}  " + "  ".join(f"{c:>14}" for c in cells), flush=True)
