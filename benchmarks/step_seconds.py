@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from time_to_accuracy import machine  # noqa: E402  (names the CPU and any instruction-set cap)
+from train_speed import timed  # noqa: E402
 
 from cnnlab import arithmetic  # noqa: E402
 from cnnlab.models import FastNet  # noqa: E402
@@ -49,23 +49,23 @@ def step_seconds(widths: tuple[int, ...], size: int, batch: int, precision: str,
         loss.backward()
         opt.step()
 
-    step(), step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(step, torch.device("cpu"), warmup=2, repeats=repeats))
 
 
-def int_list(text: str, sep: str = ",") -> list[int]:
+def positive_int(text: str) -> int:
+    """'512' -> 512; argparse's one-line error for anything else."""
+    return int_list(text, sep=None)[0]
+
+
+def int_list(text: str, sep: str | None = ",") -> list[int]:
     """'32,24' -> [32, 24]; argparse's one-line error for anything else."""
     try:
-        values = [int(v) for v in text.split(sep)]
+        values = [int(v) for v in (text.split(sep) if sep else [text])]
     except ValueError:
         values = []
     if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers separated by {sep!r}")
+        raise argparse.ArgumentTypeError(f"{text!r}: give " + (f"positive integers separated by {sep!r}" if sep
+                                                               else "a positive integer"))
     return values
 
 
@@ -83,11 +83,11 @@ def main(argv=None) -> None:
                     help="comma-separated widths of the three blocks, e.g. 64/256/256 (fast-94's)")
     ap.add_argument("--sizes", type=int_list, default="32,28,24,20",
                     help="comma-separated image sizes (crops below 32)")
-    ap.add_argument("--batch", type=lambda t: int_list(t)[0], default=512)
+    ap.add_argument("--batch", type=positive_int, default=512)
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="auto: bf16 where this CPU computes it natively (AMX, AVX512-BF16), else fp32")
-    ap.add_argument("--threads", type=lambda t: int_list(t)[0], default=torch.get_num_threads())
-    ap.add_argument("--repeats", type=lambda t: int_list(t)[0], default=5)
+    ap.add_argument("--threads", type=positive_int, default=torch.get_num_threads())
+    ap.add_argument("--repeats", type=positive_int, default=5)
     args = ap.parse_args(argv)
     precision = args.precision
     if precision == "auto":

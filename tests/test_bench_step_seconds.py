@@ -24,7 +24,6 @@ def test_the_benchmark_prints_a_row_per_widths_with_a_figure_per_size(capsys, pr
     assert rows["8/16/16"][0][1] == "1.00"  # ratios are to the first widths at the first size
 
 
-
 @pytest.mark.parametrize("flag, value", [("--widths", "64/256"), ("--widths", "64/x/256"), ("--sizes", "32,,24"),
                                          ("--sizes", "0"), ("--batch", "-1")])
 def test_bad_numbers_get_one_line_from_argparse(capsys, flag, value):
