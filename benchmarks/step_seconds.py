@@ -1,7 +1,7 @@
 """Seconds of one training step of the fast models, by widths and image size, on this machine.
 
     python benchmarks/step_seconds.py [--widths 64/256/256,32/256/256] [--sizes 32,24] [--batch 512]
-                                      [--precision auto|fp32|bf16] [--threads N]
+                                      [--frozen none,whiten+blocks.0] [--precision auto|fp32|bf16] [--threads N]
 
 A recipe's training seconds are about its steps times these figures (fast-90's 9 epochs in fp32
 on the AMD EPYC Zen 4 under the cap below: 800 s by them, 763.9 s measured), so a change of model
@@ -9,6 +9,15 @@ widths or crop sizes can be priced before it is trained. The README's "Without n
 section prices its variants in fp32 with it, under an instruction-set cap:
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/step_seconds.py
+
+--frozen prices freezing layers (by the names `cnnlab summary` prints: whiten, blocks.0,
+blocks.1.conv1, ...): a frozen layer's parameters take no gradient, so autograd skips its
+backward work, and all of the backward below the last frozen layers when nothing under them
+trains (the whitening conv's weights are always frozen; "whiten" freezes its bias too, as
+fast-90 does after its third epoch). One row per widths and set of frozen layers:
+
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/step_seconds.py --widths 64/256/256 \
+        --sizes 32 --frozen whiten,whiten+blocks.0,whiten+blocks.0+blocks.1
 
 Each step is a forward and backward pass of FastNet (the fast-* models' class, two convs per
 block) on a random channels-last batch, in bf16 autocast where the precision is bf16, and an
@@ -33,10 +42,13 @@ from cnnlab import arithmetic  # noqa: E402
 from cnnlab.models import FastNet  # noqa: E402
 
 
-def step_seconds(widths: tuple[int, ...], size: int, batch: int, precision: str, repeats: int) -> float:
-    """Median seconds of a training step of FastNet(widths) on batch size x size images."""
+def step_seconds(widths: tuple[int, ...], size: int, batch: int, precision: str, repeats: int,
+                 frozen: tuple[str, ...] = ()) -> float:
+    """Median seconds of a training step of FastNet(widths) on batch size x size images, the
+    layers named in frozen taking no gradients (freeze)."""
     torch.manual_seed(0)
     model = FastNet(widths, 2).to(memory_format=torch.channels_last)
+    freeze(model, frozen)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
                           nesterov=True)
     x = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
@@ -50,6 +62,31 @@ def step_seconds(widths: tuple[int, ...], size: int, batch: int, precision: str,
         opt.step()
 
     return statistics.median(timed(step, torch.device("cpu"), warmup=2, repeats=repeats))
+
+
+def freeze(model: torch.nn.Module, names) -> None:
+    """Stop the gradients of every parameter of each named layer (a module name, as `cnnlab
+    summary` prints it: 'blocks.0' is the whole first block, 'blocks.0.conv1' one conv of it)."""
+    params = dict(model.named_parameters())
+    for name in names:
+        hit = [p for key, p in params.items() if key.startswith(name + ".")]
+        if not hit:
+            raise ValueError(f"no layer {name!r} with parameters")
+        for p in hit:
+            p.requires_grad_(False)
+
+
+def frozen_list(text: str) -> list[tuple[str, ...]]:
+    """'none,whiten+blocks.0' -> [(), ('whiten', 'blocks.0')], each name checked on FastNet's layout."""
+    out = [() if item == "none" else tuple(item.split("+")) for item in text.split(",")]
+    try:
+        for names in out:
+            freeze(FastNet((4, 4, 4), 2), names)
+    except ValueError as e:
+        layers = sorted({k.rsplit(".", 1)[0] for k, _ in FastNet((4, 4, 4), 2).named_parameters()})
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}; layers: {', '.join(layers)} (or a block: "
+                                         "blocks.0, blocks.1, blocks.2; 'none' for no layer)") from None
+    return out
 
 
 def positive_int(text: str) -> int:
@@ -83,6 +120,8 @@ def main(argv=None) -> None:
                     help="comma-separated widths of the three blocks, e.g. 64/256/256 (fast-94's)")
     ap.add_argument("--sizes", type=int_list, default="32,28,24,20",
                     help="comma-separated image sizes (crops below 32)")
+    ap.add_argument("--frozen", type=frozen_list, default=[()],
+                    help="comma-separated sets of frozen layers, each joined by '+', e.g. none,whiten+blocks.0")
     ap.add_argument("--batch", type=positive_int, default=512)
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="auto: bf16 where this CPU computes it natively (AMX, AVX512-BF16), else fp32")
@@ -95,24 +134,30 @@ def main(argv=None) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        table(args.widths, args.sizes, args.batch, precision, args.repeats, args.threads)
+        table(args.widths, args.sizes, args.batch, precision, args.repeats, args.threads, args.frozen)
     finally:
         torch.set_num_threads(threads)  # main() may be called in-process (the tests)
 
 
-def table(widths, sizes, batch: int, precision: str, repeats: int, threads: int) -> None:
-    """Print the machine and a row of step seconds (and ratios) per widths, a column per size."""
+def table(widths, sizes, batch: int, precision: str, repeats: int, threads: int, frozen=((),)) -> None:
+    """Print the machine and a row of step seconds (and ratios) per widths and frozen layers,
+    a column per size (the frozen column only where --frozen names any)."""
     print(f"machine: {machine(torch.device('cpu'))}; threads {threads}, {precision}, batch {batch}")
-    print("seconds per training step (ratio to the first widths at the first size)")
-    print(f"{'widths':>12}  " + "  ".join(f"{f'{s} px':>14}" for s in sizes), flush=True)
+    print("seconds per training step (ratio to the first row at the first size)")
+    label = max((len("+".join(f)) for f in frozen), default=0)
+    label = label and max(label, len("frozen"))  # no frozen column where no set names a layer
+    head = f"  {'frozen':<{label}}" if label else ""
+    print(f"{'widths':>12}{head}  " + "  ".join(f"{f'{s} px':>14}" for s in sizes), flush=True)
     base = None
     for w in widths:
-        cells = []
-        for s in sizes:
-            t = step_seconds(w, s, batch, precision, repeats)
-            base = base or t
-            cells.append(f"{t:7.3f} ({t / base:.2f})")
-        print(f"{'/'.join(map(str, w)):>12}  " + "  ".join(f"{c:>14}" for c in cells), flush=True)
+        for names in frozen:
+            cells = []
+            for s in sizes:
+                t = step_seconds(w, s, batch, precision, repeats, names)
+                base = base or t
+                cells.append(f"{t:7.3f} ({t / base:.2f})")
+            name = f"  {'+'.join(names) or 'none':<{label}}" if label else ""
+            print(f"{'/'.join(map(str, w)):>12}{name}  " + "  ".join(f"{c:>14}" for c in cells), flush=True)
 
 
 if __name__ == "__main__":
