@@ -79,13 +79,15 @@ def freeze(model: torch.nn.Module, names) -> None:
 def frozen_list(text: str) -> list[tuple[str, ...]]:
     """'none,whiten+blocks.0' -> [(), ('whiten', 'blocks.0')], each name checked on FastNet's layout."""
     out = [() if item == "none" else tuple(item.split("+")) for item in text.split(",")]
+    probe = FastNet((4, 4, 4), 2)  # every width has the same layer names
     try:
         for names in out:
-            freeze(FastNet((4, 4, 4), 2), names)
+            freeze(probe, names)
     except ValueError as e:
-        layers = sorted({k.rsplit(".", 1)[0] for k, _ in FastNet((4, 4, 4), 2).named_parameters()})
+        layers = sorted({k.rsplit(".", 1)[0] for k, _ in probe.named_parameters()})
+        blocks = ", ".join(f"blocks.{i}" for i in range(len(probe.blocks)))
         raise argparse.ArgumentTypeError(f"{text!r}: {e}; layers: {', '.join(layers)} (or a block: "
-                                         "blocks.0, blocks.1, blocks.2; 'none' for no layer)") from None
+                                         f"{blocks}; 'none' for no layer)") from None
     return out
 
 
