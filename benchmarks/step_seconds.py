@@ -5,7 +5,7 @@
 
 A recipe's training seconds are about its steps times these figures (fast-90's 9 epochs in fp32
 on the AMD EPYC Zen 4 under the cap below: 800 s by them, 763.9 s measured), so a change of model
-widths or crop sizes can be priced before it is trained. The README's "Without native bf16"
+widths or crop sizes can be priced before it is trained. docs/speed-records.md's "Without native bf16"
 section prices its variants in fp32 with it, under an instruction-set cap:
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/step_seconds.py
