@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnlab import imagefolder
+from cnnlab.data import imagefolder
 
 
 def regenerate(im: Image.Image, quality: int, shift: int) -> Image.Image:

@@ -22,7 +22,7 @@ from time_to_accuracy import machine  # noqa: E402
 from train_speed import run_process  # noqa: E402
 
 from cnnlab import recipes  # noqa: E402
-from cnnlab.train import pick_device  # noqa: E402
+from cnnlab.training.loop import pick_device  # noqa: E402
 
 RUNGS = "seed,seed-bn,seed-bn-dropout,seed-avgpool,seed-aug,seed-sgd,seed-wide"
 

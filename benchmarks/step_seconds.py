@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from time_to_accuracy import machine  # noqa: E402  (names the CPU and any instruction-set cap)
 from train_speed import timed  # noqa: E402
 
-from cnnlab import arithmetic  # noqa: E402
-from cnnlab.models import FastNet  # noqa: E402
+from cnnlab.training import arithmetic  # noqa: E402
+from cnnlab.network.models import FastNet  # noqa: E402
 
 
 def step_seconds(widths: tuple[int, ...], size: int, batch: int, precision: str, repeats: int,

@@ -30,10 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_peak import detect_isa, read_cpu_flags  # noqa: E402
 from train_speed import run_process, timed, tutorial_epoch  # noqa: E402  (the tutorial pipeline, (a))
 
-from cnnlab import arithmetic, data as data_mod, recipes  # noqa: E402
-from cnnlab.allocator import reuse_step_buffers  # noqa: E402
+from cnnlab.training import arithmetic  # noqa: E402
+from cnnlab.data import dataset as data_mod  # noqa: E402
+from cnnlab import recipes  # noqa: E402
+from cnnlab.training.allocator import reuse_step_buffers  # noqa: E402
 from cnnlab.runs.folder import machine as run_machine  # noqa: E402
-from cnnlab.train import TrainConfig, pick_device, prepare  # noqa: E402
+from cnnlab.training.loop import TrainConfig, pick_device, prepare  # noqa: E402
 
 # The largest time / T_tut per recipe (absent: time reported only); the accuracy target
 # is each recipe's own target_acc.
@@ -120,7 +122,7 @@ def main() -> int:
     device = pick_device(args.device)
     # As a torchvision script ends up with (benchmarks/tutorial.py): without it glibc maps every
     # step's buffers afresh and the tutorial pipeline would look slower than it is
-    # (cnnlab/allocator.py). The recipes run as their own processes, with cnnlab's setting.
+    # (cnnlab/training/allocator.py). The recipes run as their own processes, with cnnlab's setting.
     reuse_step_buffers(large=False)
     data = data_mod.load(args.data)  # decodes and caches once; every run below reads the cache
     where = machine(device)

@@ -10,7 +10,7 @@ Per epoch, in this process:
     with 2 workers, and the report's network written as tutorials write it (conv -> ReLU ->
     pool, fp32, NCHW);
 (b) the same network on in-memory float32 NCHW tensors, normalized once, gathered per batch;
-(c) cnnlab's path (cnnlab.train.train_epoch): uint8 data on the device, index gathers,
+(c) cnnlab's path (cnnlab.training.loop.train_epoch): uint8 data on the device, index gathers,
     whole-batch normalization, channels_last, bf16 autocast where native, and the seed
     model, which pools before its ReLUs (bitwise the same network as (a) and (b)).
 All three start from the same weights and train with Adam at batch 128 on the same 45k
@@ -45,13 +45,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from cnnlab import data as data_mod, models
-from cnnlab.allocator import reuse_step_buffers
-from cnnlab.layers import totals
+from cnnlab.data import dataset as data_mod
+from cnnlab.network import models
+from cnnlab.training.allocator import reuse_step_buffers
+from cnnlab.network.layers import totals
 from cnnlab.runs.folder import machine as run_machine
-from cnnlab.summary import summarize
-from cnnlab.train import (TrainConfig, TrainState, pick_device, prepare, resolve_precision, setup, train,
-                          train_epoch)
+from cnnlab.network.summary import summarize
+from cnnlab.training.loop import (TrainConfig, TrainState, pick_device, prepare, resolve_precision,
+                                  setup, train, train_epoch)
 
 # benchmarks/ is on sys.path when this file runs as a script
 from cpu_peak import describe_peak, detect_isa, peak_gflops, read_cpu_flags, read_cpu_ghz
@@ -216,7 +217,7 @@ def main():
     device = pick_device(args.device)
     cfg = TrainConfig(device=str(device), compile=args.compile, val_size=args.val_size)
     data = data_mod.load(args.data)  # decoded into the cache now if it is not there yet
-    # As cnnlab's setup() does, for every pipeline in this process (see cnnlab/allocator.py): the
+    # As cnnlab's setup() does, for every pipeline in this process (see cnnlab/training/allocator.py): the
     # tutorial pipelines get cnnlab's malloc too, which can only make them faster than as scripts.
     reuse_step_buffers()
     d = prepare(data, cfg, device)
@@ -262,7 +263,7 @@ def main():
             warm = replace(cfg, epochs=1, max_steps=3)
             train(warm, models.create("seed"), d, log=lambda line: None)
         result, _ = train(cfg, model, d, log=lambda line: None)
-        from cnnlab.evaluate import evaluate
+        from cnnlab.analysis.evaluate import evaluate
         test = evaluate(model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, True)
         print(f"full recipe with cnnlab: {len(result.history)} epochs, validation included: "
               f"{result.elapsed:.1f} s training time; val {result.history[-1]['val_acc']:.3f} %, "

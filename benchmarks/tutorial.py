@@ -71,13 +71,13 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
-    from cnnlab.allocator import reuse_step_buffers
-    from cnnlab.data import load  # the decoded images, as torchvision's CIFAR10 would hold them
+    from cnnlab.training.allocator import reuse_step_buffers
+    from cnnlab.data.dataset import load  # the decoded images, as torchvision's CIFAR10 would hold them
 
     device = torch.device(args.device)
     data = load(args.data)
     # torchvision's CIFAR10 frees its five 30 MB batch arrays once it has stacked them, which
-    # raises glibc's mmap threshold about as far as this does (see cnnlab/allocator.py): without
+    # raises glibc's mmap threshold about as far as this does (see cnnlab/training/allocator.py): without
     # it, every step here would map its buffers afresh and the baseline would look slower than it is.
     reuse_step_buffers(large=False)
     hwc = lambda x: x.permute(0, 2, 3, 1).contiguous().numpy()  # noqa: E731

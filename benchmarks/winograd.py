@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from time_to_accuracy import machine  # noqa: E402  (names the CPU and any instruction-set cap)
 from train_speed import timed  # noqa: E402
 
-from cnnlab.models import create  # noqa: E402
+from cnnlab.network.models import create  # noqa: E402
 
 # F(2x2, 3x3) and F(4x4, 3x3): Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks"
 TRANSFORMS = {

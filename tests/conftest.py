@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.cifar import ARCHIVE, FOLDER, CifarSpec
+from cnnlab.data.cifar import ARCHIVE, FOLDER, CifarSpec
 
 REAL_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg"
 

@@ -32,7 +32,7 @@ def test_a_moved_grid_costs_more_than_the_same_grid_and_quality_100_almost_nothi
 
 
 def test_the_script_writes_a_png_copy_cnnlab_can_train_on(real_subset, tmp_path, capsys):
-    from cnnlab import data
+    from cnnlab.data import dataset as data
 
     src = tmp_path / "src"
     for split in ("train", "test"):

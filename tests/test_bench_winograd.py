@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnlab.models import create
-from cnnlab.shapes import conv2d_out, pool2d_out
+from cnnlab.network.models import create
+from cnnlab.network.shapes import conv2d_out, pool2d_out
 from test_bench_isa import load_benchmark
 
 winograd = load_benchmark("winograd")

@@ -4,8 +4,8 @@ import pickle
 
 import pytest
 
-from cnnlab import cifar, data
-from cnnlab.cifar import ARCHIVE, FOLDER
+from cnnlab.data import cifar, dataset as data
+from cnnlab.data.cifar import ARCHIVE, FOLDER
 from cnnlab.errors import CnnlabError
 
 from conftest import fake_cifar_members, spec_for, write_tar

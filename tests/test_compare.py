@@ -12,7 +12,7 @@ import pytest
 import scipy.stats
 from hypothesis import given, settings, strategies as st
 
-from cnnlab import stats
+from cnnlab.analysis import stats
 from cnnlab.cli import main
 from cnnlab.runs.group import parse_seeds, seeds_text
 

@@ -2,14 +2,14 @@
 import pytest
 import torch
 
-from cnnlab import models
-from cnnlab.train import TrainConfig, TrainState, prepare, setup, train_epoch
+from cnnlab.network import models
+from cnnlab.training.loop import TrainConfig, TrainState, prepare, setup, train_epoch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def test_cuda_epoch_learns_and_matches_cpu_shapes(real_subset):
-    from cnnlab import data
+    from cnnlab.data import dataset as data
     cfg = TrainConfig(batch_size=64, val_size=100, device="cuda")
     d = prepare(data.load(real_subset), cfg, torch.device("cuda"))
     assert d.train_x.is_cuda and d.train_x.dtype == torch.uint8
@@ -19,5 +19,5 @@ def test_cuda_epoch_learns_and_matches_cpu_shapes(real_subset):
     for epoch in range(2, 8):
         last = train_epoch(s, d, cfg, TrainState(epoch=epoch))
     assert last < first
-    from cnnlab.evaluate import evaluate
+    from cnnlab.analysis.evaluate import evaluate
     assert evaluate(s.model, d.test_x, d.test_y, d.mean_t, d.std_t)["acc"] > 20

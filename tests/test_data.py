@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab import data
+from cnnlab.data import dataset as data
 from cnnlab.errors import CnnlabError, CnnlabWarning
 
 from conftest import make_image_folder
@@ -136,7 +136,7 @@ def test_channel_stats_match_a_direct_computation():
 
 
 def test_parallel_decode_equals_serial(real_subset):
-    from cnnlab.imagefolder import decode
+    from cnnlab.data.imagefolder import decode
     paths = sorted((real_subset / "train" / "cat").iterdir())[:60] + [real_subset / "missing.png"]
     serial = decode(paths, 32, workers=1)
     parallel = decode(paths, 32, workers=2, min_parallel=0)

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, strategies as st
 from safetensors.torch import load_file
 
-from cnnlab import augment, distributed
+from cnnlab.training import augment, distributed
 from cnnlab.cli import main
 from cnnlab.recipes.schema import Augment
 

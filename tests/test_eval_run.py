@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab import data as data_mod
+from cnnlab.data import dataset as data_mod
 from cnnlab.cli import main
 from cnnlab.report import figures
 from cnnlab.report.evaluation import FIGURES
@@ -40,7 +40,7 @@ def direct_logits(run_dir, x):
     """The oracle: the model rebuilt by hand from model.safetensors and config.json."""
     from safetensors.torch import load_file
 
-    from cnnlab.models import create
+    from cnnlab.network.models import create
     config = json.loads((run_dir / "config.json").read_text())
     model = create(config["config"]["model"], len(config["data"]["classes"]))
     model.load_state_dict(load_file(run_dir / "model.safetensors"))

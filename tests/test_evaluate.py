@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.evaluate import evaluate, predict_logits
-from cnnlab.models import create
+from cnnlab.analysis.evaluate import evaluate, predict_logits
+from cnnlab.network.models import create
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 

@@ -5,14 +5,14 @@ import sys
 import pytest
 import torch
 
-from cnnlab import data as data_mod
-from cnnlab import models
+from cnnlab.data import dataset as data_mod
+from cnnlab.network import models
 from cnnlab.cli import main
-from cnnlab.evaluate import predict_logits
+from cnnlab.analysis.evaluate import predict_logits
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from cnnlab.export import TOLERANCE, onnx_bytes, onnx_logits  # noqa: E402
+from cnnlab.runs.export import TOLERANCE, onnx_bytes, onnx_logits  # noqa: E402
 
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]  # not 0 and 1: the normalization must be inside
 
@@ -123,7 +123,7 @@ def test_export_to_an_unknown_format(tmp_path, capsys):
     assert exit_.value.code == 2
     one_error_line(capsys, "invalid choice: 'tflite'")
     from cnnlab.errors import CnnlabError
-    from cnnlab.export import export_run
+    from cnnlab.runs.export import export_run
     with pytest.raises(CnnlabError, match="unknown export format 'tflite': choose one of onnx"):
         export_run(tmp_path, fmt="tflite")
 

@@ -1,4 +1,4 @@
-"""The speed-record family (cnnlab.models.fast): shapes, frozen parts, the whitening init against
+"""The speed-record family (cnnlab.network.models.fast): shapes, frozen parts, the whitening init against
 a direct eigen-decomposition, and the summary's arithmetic."""
 import json
 
@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cnnlab import data
+from cnnlab.data import dataset as data
 from cnnlab.cli import main
-from cnnlab.layers import totals
-from cnnlab.models import MODELS, create
-from cnnlab.models.fast import WHITEN_EPS, FastNet, whitening_weights
+from cnnlab.network.layers import totals
+from cnnlab.network.models import MODELS, create
+from cnnlab.network.models.fast import WHITEN_EPS, FastNet, whitening_weights
 from cnnlab.runs.saved import eval_precision
-from cnnlab.summary import summarize
+from cnnlab.network.summary import summarize
 
 FAST = [name for name in MODELS if name.startswith("fast-")]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab import data
+from cnnlab.data import dataset as data
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError, CnnlabWarning
 
@@ -61,7 +61,7 @@ def test_strict_refuses_bad_files_even_from_the_cache(salted, monkeypatch, capsy
 
 
 def test_bomb_alone_is_refused_at_pillows_limit(tmp_path, monkeypatch):
-    from cnnlab.imagefolder import decode_one
+    from cnnlab.data.imagefolder import decode_one
     Image.new("RGB", (80, 80)).save(tmp_path / "big.png")
     assert decode_one(tmp_path / "big.png", 32)[0] is not None
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 6400 px: over the limit, under twice it

@@ -16,12 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab import arithmetic, cifar, data, sourcekey
-from cnnlab.cifar import ARCHIVE, FOLDER
+from cnnlab.training import arithmetic
+from cnnlab.data import cifar, dataset as data, sourcekey
+from cnnlab.data.cifar import ARCHIVE, FOLDER
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError, CnnlabWarning
 from cnnlab.runs import evaluate_run, read_config, resume_train, run_train
-from cnnlab.train import TrainConfig
+from cnnlab.training.loop import TrainConfig
 
 from conftest import class_image, fake_cifar_members, make_image_folder, spec_for, write_tar
 
@@ -477,8 +478,8 @@ def test_evaluation_is_ieee_fp32_even_where_tf32_is_on():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_evaluation_matches_with_tf32_on_or_off():
-    from cnnlab.evaluate import predict_logits
-    from cnnlab.models import create
+    from cnnlab.analysis.evaluate import predict_logits
+    from cnnlab.network.models import create
     torch.manual_seed(0)
     model = create("seed").cuda()
     x = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, device="cuda")
@@ -518,7 +519,7 @@ def test_rng_states_are_those_of_the_device_in_use(monkeypatch):
 
 
 def test_a_cpu_optimizer_state_keeps_this_devices_fused_choice():
-    from cnnlab.train import load_optimizer_state
+    from cnnlab.training.loop import load_optimizer_state
     model = torch.nn.Linear(4, 2)
     cpu_opt = torch.optim.Adam(model.parameters(), lr=1e-3)  # what a CPU run saves: fused None
     model(torch.randn(3, 4)).sum().backward()
@@ -555,8 +556,8 @@ class BadFrom(torch.nn.Module):
 @pytest.mark.parametrize("deferred", [False, True])
 @pytest.mark.parametrize("kind", ["inf", "nan"])
 def test_non_finite_loss_names_the_failing_step_and_its_value(monkeypatch, deferred, kind):
-    from cnnlab import losswatch
-    from cnnlab.train import NonFiniteLoss, Prepared, TrainState, setup, train_epoch
+    from cnnlab.training import losswatch
+    from cnnlab.training.loop import NonFiniteLoss, Prepared, TrainState, setup, train_epoch
     monkeypatch.setattr(losswatch, "deferred_checks", lambda device: deferred)  # deferred: the CUDA way
     x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     y = torch.zeros(64, dtype=torch.int64)

@@ -1,11 +1,11 @@
-"""cnnlab.metrics against direct computations, numpy and PyTorch."""
+"""cnnlab.analysis.metrics against direct computations, numpy and PyTorch."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from cnnlab import metrics
+from cnnlab.analysis import metrics
 
 
 def random_case(n, k, seed):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models import MODELS, count_params, create
+from cnnlab.network.models import MODELS, count_params, create
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -1,4 +1,4 @@
-"""Muon for conv filters (cnnlab.muon) and its wiring in cnnlab.optim: the Newton-Schulz
+"""Muon for conv filters (cnnlab.training.muon) and its wiring in cnnlab.training.optim: the Newton-Schulz
 orthogonalization against an SVD, the step written out, which parameters it takes, exact resume."""
 import io
 import json
@@ -8,10 +8,10 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnlab import optim
+from cnnlab.training import optim
 from cnnlab.cli import main
-from cnnlab.models import create
-from cnnlab.muon import orthogonalize
+from cnnlab.network.models import create
+from cnnlab.training.muon import orthogonalize
 from cnnlab.recipes.schema import MuonSettings, Optimizer
 
 

@@ -19,7 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab import checkpoints, data
+from cnnlab import checkpoints
+from cnnlab.data import dataset as data
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 
@@ -147,7 +148,7 @@ def test_full_disk_is_one_line_keeps_the_last_checkpoint_and_resumes_exactly(tin
 
 
 def test_extracting_onto_a_full_disk_names_the_disk(fake_archive, tmp_path):
-    from cnnlab import cifar
+    from cnnlab.data import cifar
     archive, spec, _ = fake_archive
     with tmpfs(tmp_path / "small", size="64k") as small:
         with pytest.raises(CnnlabError, match=f"could not extract .*: the disk mounted at {small} is full"):
@@ -187,7 +188,7 @@ def test_files_of_a_run_follow_the_umask(run):
 
 
 def test_download_failure_leaves_no_empty_data_folder(tmp_path, monkeypatch):
-    from cnnlab.cifar import CifarSpec
+    from cnnlab.data.cifar import CifarSpec
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CNNLAB_DATA", raising=False)
     with pytest.raises(CnnlabError, match="could not download CIFAR-10"):
@@ -198,7 +199,7 @@ def test_download_failure_leaves_no_empty_data_folder(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- arithmetic text
 
 def test_formula_text_is_what_it_computes():
-    from cnnlab.layers import parse_layer, trace
+    from cnnlab.network.layers import parse_layer, trace
     row, = trace([1, 3, 32, 32], [parse_layer("conv(8,k=3,d=2)")])
     assert row.formula == "H, W: floor((32 + 2*0 - (2*(3-1)+1))/1) + 1 = 28"
     row, = trace([1, 3, 5, 5], [parse_layer("maxpool(2,s=2,p=1,ceil=true)")])
@@ -210,7 +211,7 @@ def test_formula_text_is_what_it_computes():
 
 def test_formula_text_evaluates_to_pytorchs_size():
     """Oracle: what stands before ' = ' in every formula, evaluated, is PyTorch's output size."""
-    from cnnlab.layers import parse_layer, trace
+    from cnnlab.network.layers import parse_layer, trace
     for n in range(3, 12):
         for k, s, p, d, ceil in [(2, 2, 1, 1, True), (3, 2, 1, 1, True), (3, 2, 0, 2, False),
                                  (2, 3, 1, 1, True), (3, 1, 1, 3, False), (3, 3, 1, 1, True)]:
@@ -265,7 +266,7 @@ def test_refused_config_leaves_no_run_folder(tiny, tmp_path, monkeypatch, capsys
 
 
 def test_val_size_is_a_count_or_a_percentage():
-    from cnnlab.train import TrainConfig
+    from cnnlab.training.loop import TrainConfig
     assert TrainConfig().val_size == "10%"
     assert data.val_count(TrainConfig().val_size, 50_000) == 5000  # the report's 45k/5k split
     assert data.val_count("10%", 80) == 8 and data.val_count("12.5%", 80) == 10
@@ -302,7 +303,7 @@ def test_evaluate_from_another_folder_uses_the_absolute_data_path(run, tmp_path,
 # ---------------------------------------------------------------- polish
 
 def test_curves_have_whole_epochs_a_bounded_accuracy_axis_and_the_test_mark():
-    from cnnlab.plots import curves_figure
+    from cnnlab.analysis.plots import curves_figure
     row = {"epoch": 1.0, "iters": 3.0, "avg_loss": 1.1, "elapsed_s": 0.5, "val_acc": 97.0}
     fig = curves_figure([row], "seed on x", test_acc=99.5)
     acc, loss = fig.axes
@@ -321,7 +322,7 @@ def test_curves_have_whole_epochs_a_bounded_accuracy_axis_and_the_test_mark():
 
 def test_compare_curves_have_whole_epochs_too(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
-    from cnnlab.compare_plot import plot_groups
+    from cnnlab.analysis.compare_plot import plot_groups
     closed = []
     monkeypatch.setattr(plt, "close", closed.append)  # keep the figure to look at
     row = {"epoch": 1.0, "iters": 3.0, "avg_loss": 1.1, "elapsed_s": 0.5, "val_acc": 99.9}
@@ -372,7 +373,7 @@ def test_version(capsys):
 
 
 def test_first_line_comes_before_the_data_statistics(tiny, tmp_path, monkeypatch):
-    from cnnlab import train as train_mod
+    from cnnlab.training import loop as train_mod
     from cnnlab.runs import run_train
     events = []
     real = train_mod.channel_stats

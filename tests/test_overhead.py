@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from cnnlab import data
+from cnnlab.data import dataset as data
 
 
 def summed_stats(x: torch.Tensor, chunk: int = 4096):
@@ -118,8 +118,9 @@ def test_models_imports_torch_but_no_plotting_or_weights_files():
 
 STEPS = """
 import resource, sys, torch
-from cnnlab import allocator, models
-from cnnlab.train import Prepared, TrainConfig, TrainState, setup, train_epoch
+from cnnlab.training import allocator
+from cnnlab.network import models
+from cnnlab.training.loop import Prepared, TrainConfig, TrainState, setup, train_epoch
 if sys.argv[1] == "default":
     allocator.reuse_step_buffers = lambda: False  # glibc's malloc as it starts
 g = torch.Generator().manual_seed(0)
@@ -153,7 +154,7 @@ def test_training_steps_reuse_their_buffers_instead_of_faulting_in_fresh_pages()
 
 PLAIN_STEP = """
 import sys, torch
-from cnnlab import optim
+from cnnlab.training import optim
 from cnnlab.recipes.schema import Optimizer
 def run(name, plain):
     torch.manual_seed(0)
@@ -174,7 +175,7 @@ print(all(torch.equal(ours[name], run(name, False)) for name in ours))
 
 
 def test_an_uncompiled_run_never_imports_dynamo_and_steps_bitwise_as_torch_optim(real_subset, tmp_path):
-    """torch.optim imports torch._dynamo (0.8 s) only for torch.compile's sake; cnnlab.optim
+    """torch.optim imports torch._dynamo (0.8 s) only for torch.compile's sake; cnnlab.training.optim
     skips that where nothing is compiled, and its steps stay torch's own, bit for bit."""
     proc = subprocess.run([sys.executable, "-c", PLAIN_STEP], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

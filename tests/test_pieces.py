@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from cnnlab import augment, averaging, optim
+from cnnlab.training import augment, averaging, optim
 from cnnlab.errors import CnnlabError
-from cnnlab.models import MODELS, create
+from cnnlab.network.models import MODELS, create
 from cnnlab.recipes.schema import Augment, Averaging, GroupEpochs, GroupScales, Optimizer, Schedule
-from cnnlab.schedules import lr_factor
+from cnnlab.training.schedules import lr_factor
 
 
 # ------------------------------------------------------------------ schedules

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.predict import fit_square, load_image, to_rgb, walk
+from cnnlab.runs.predict import fit_square, load_image, to_rgb, walk
 
 from conftest import class_image, make_image_folder
 
@@ -80,7 +80,7 @@ def test_the_prediction_is_the_models_softmax_on_the_run_normalization(tiny_run,
     """An oracle: the model rebuilt by hand from the safetensors file and config.json."""
     from safetensors.torch import load_file
 
-    from cnnlab.models import create
+    from cnnlab.network.models import create
     config = json.loads((tiny_run / "config.json").read_text())
     img = class_image(1, np.random.default_rng(5))
     Image.fromarray(img).save(tmp_path / "x.png")
@@ -165,8 +165,10 @@ def test_folders_are_walked_recursively_in_sorted_order_without_hidden_files(tmp
 
 def hand_made_run(root, model_name, data_dir):
     """A run folder written by hand for any registered model: config.json and its weights."""
-    from cnnlab import checkpoints, data as data_mod, models
-    from cnnlab.train import TrainConfig
+    from cnnlab import checkpoints
+    from cnnlab.data import dataset as data_mod
+    from cnnlab.network import models
+    from cnnlab.training.loop import TrainConfig
     d = data_mod.load(data_dir)
     torch.manual_seed(0)
     model = models.create(model_name, len(d.classes), 3, 32)
@@ -180,7 +182,7 @@ def hand_made_run(root, model_name, data_dir):
 
 
 def every_model():
-    from cnnlab.models import MODELS
+    from cnnlab.network.models import MODELS
     return list(MODELS)
 
 

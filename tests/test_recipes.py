@@ -11,9 +11,9 @@ import torch
 
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
-from cnnlab.models import MODELS
+from cnnlab.network.models import MODELS
 from cnnlab.recipes import apply_overrides, load_recipe, names, read_recipe, shipped, to_dict
-from cnnlab.train import TrainConfig
+from cnnlab.training.loop import TrainConfig
 
 TRAINING = lambda d: {k: v for k, v in d.items() if k not in ("recipe", "description", "target_acc")}  # noqa: E731
 
@@ -231,7 +231,7 @@ class DataInitNet(torch.nn.Module):
 
 
 def test_data_init_sees_normalized_training_images_once_on_a_fresh_run(tiny_folder, tmp_path, monkeypatch, capsys):
-    from cnnlab import models
+    from cnnlab.network import models
     monkeypatch.setitem(models.MODELS, "data-init", DataInitNet)
     DataInitNet.seen.clear()
     assert main(["train", "--data", str(tiny_folder), "--model", "data-init", "--val-size", "6", "--epochs", "1",

@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from cnnlab import models
+from cnnlab.network import models
 from cnnlab.cli import main
-from cnnlab.models import SeedNet
+from cnnlab.network.models import SeedNet
 
 RECIPE = ["--epochs", "12", "--batch-size", "32", "--val-size", "100"]
 

@@ -7,11 +7,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnlab import models, selection
+from cnnlab.network import models
+from cnnlab.training import selection
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.recipes.schema import Select
-from cnnlab.train import Prepared, TrainConfig, TrainState, total_steps, train
+from cnnlab.training.loop import Prepared, TrainConfig, TrainState, total_steps, train
 
 
 @settings(max_examples=200, deadline=None)
@@ -96,7 +97,7 @@ def test_hard_images_with_several_processes_are_refused_in_one_line(tiny_folder,
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "one process" in err and "--nproc" in err
     assert not (tmp_path / "run").exists()
-    from cnnlab import distributed
+    from cnnlab.training import distributed
     monkeypatch.setattr(distributed, "world", lambda: 2)  # a process of a run that torchrun started
     with pytest.raises(CnnlabError, match="one process"):
         TrainConfig(select=Select(keep=0.5)).validate()

@@ -1,10 +1,10 @@
-"""Oracle tests: cnnlab.shapes against the shapes real PyTorch layers produce (or refuse)."""
+"""Oracle tests: cnnlab.network.shapes against the shapes real PyTorch layers produce (or refuse)."""
 import pytest
 import torch
 import torch.nn as nn
 from hypothesis import given, settings, strategies as st
 
-from cnnlab.shapes import conv2d_out, pool2d_out, same_padding
+from cnnlab.network.shapes import conv2d_out, pool2d_out, same_padding
 
 sizes = st.integers(1, 64)
 kernels = st.integers(1, 9)

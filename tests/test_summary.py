@@ -7,9 +7,9 @@ import torch.nn as nn
 
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
-from cnnlab.models import MODELS, create
-from cnnlab.layers import parse_layer, totals, trace
-from cnnlab.summary import compare, record_leaves, summarize
+from cnnlab.network.models import MODELS, create
+from cnnlab.network.layers import parse_layer, totals, trace
+from cnnlab.network.summary import compare, record_leaves, summarize
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -90,7 +90,7 @@ def _main(argv) -> int:
     except CnnlabError as e:
         if args.debug:
             raise
-        if str(e):  # an empty one follows another process's line (cnnlab.distributed.Follow)
+        if str(e):  # an empty one follows another process's line (cnnlab.training.distributed.Follow)
             print(f"cnnlab: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except OSError as e:

@@ -37,7 +37,7 @@ positive_int, non_negative_int = int_at_least(1), int_at_least(0)
 
 def val_size(text: str) -> int | str:
     """--val-size: a count of images (5000) or a percentage of the training split (10%)."""
-    from ..data import parse_val_size  # noqa: PLC0415 - the CLI imports the library lazily
+    from ..data.dataset import parse_val_size  # noqa: PLC0415 - the CLI imports the library lazily
     from ..errors import CnnlabError
     try:
         value = parse_val_size(text)

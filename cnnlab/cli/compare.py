@@ -10,13 +10,13 @@ from .common import say
 def cmd_compare(args) -> int:
     from pathlib import Path
 
-    from ..compare import compare, format_table, load_group
+    from ..runs.compare import compare, format_table, load_group
     if args.out is not None and Path(args.out).exists():
         raise CnnlabError(f"--out {args.out} already exists: choose a new file name so nothing is overwritten")
     groups = [load_group(path) for path in args.folders]
     result = compare(groups)
     if args.out is not None:
-        from ..compare_plot import plot_groups
+        from ..analysis.compare_plot import plot_groups
         try:
             plot_groups([(g["name"], [r.history for r in group.finished])
                          for g, group in zip(result["groups"], groups)], args.out)

@@ -7,7 +7,7 @@ from pathlib import Path
 from .common import DATA_HELP, positive_int
 
 def cmd_data_info(args) -> int:
-    from .. import data as data_mod
+    from ..data import dataset as data_mod
     d = data_mod.load(args.data, strict=args.strict)
     counts = {split: [int((y == c).sum()) for c in range(len(d.classes))]
               for split, y in (("train", d.train_y), ("test", d.test_y))}
@@ -28,9 +28,9 @@ def cmd_data_info(args) -> int:
 
 
 def cmd_data_show(args) -> int:
-    from .. import data as data_mod
+    from ..data import dataset as data_mod
     from ..files import make_folder
-    from ..plots import check_target, sample_grid
+    from ..analysis.plots import check_target, sample_grid
     from ..text import plural
     if args.out is not None:
         check_target(args.out)  # before the data are read

@@ -8,7 +8,7 @@ from .common import DATA_HELP
 
 
 def cmd_export(args) -> int:
-    from ..export import export_run
+    from ..runs.export import export_run
     r = export_run(args.run_dir, args.out, args.format, args.data, args.check_all)
     if r["check_on"] == "random":
         warnings.warn(f"{r['note']}: checking on {r['images']} random images instead", CnnlabWarning)

@@ -5,7 +5,7 @@ import argparse
 import json
 
 def cmd_models(args) -> int:
-    from ..models import MODELS, count_params, create
+    from ..network.models import MODELS, count_params, create
     rows = [(name, count_params(create(name)), (MODELS[name].__doc__ or "").strip()) for name in MODELS]
     if args.json:
         print(json.dumps([{"name": n, "params": p, "description": d} for n, p, d in rows], indent=2))
@@ -34,7 +34,7 @@ output size of conv and pool: floor((N + 2P - d(K-1) - 1)/S) + 1 (pool with ceil
 
 
 def cmd_shape(args) -> int:
-    from ..layers import parse_layer, parse_shape, render, totals, trace
+    from ..network.layers import parse_layer, parse_shape, render, totals, trace
     shape = parse_shape(args.input)
     rows = trace(shape, [parse_layer(t) for t in args.layers])
     if args.json:
@@ -45,9 +45,9 @@ def cmd_shape(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .. import models
-    from ..layers import parse_shape, render, totals
-    from ..summary import compare, summarize
+    from ..network import models
+    from ..network.layers import parse_shape, render, totals
+    from ..network.summary import compare, summarize
     chw = parse_shape(args.input)[1:]
     if args.compare:
         a, b = args.compare

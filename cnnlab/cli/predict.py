@@ -9,7 +9,7 @@ from .common import positive_int
 
 
 def cmd_predict(args) -> int:
-    from ..predict import predict
+    from ..runs.predict import predict
     read, results = 0, []
     for item in predict(args.run_dir, args.inputs, args.top_k, args.tta, args.device, args.batch_size):
         if item.error is not None:

@@ -27,7 +27,7 @@ def overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .. import distributed
+    from ..training import distributed
     from ..runs import resume_train, run_train
     given = overrides(args)
     log = say
@@ -74,23 +74,24 @@ def _device_name(args, given: dict) -> str:
 
 
 def pick_device(name: str):
-    from ..train import pick_device as pick
+    from ..training.loop import pick_device as pick
     return pick(name)
 
 
 def _launch(args, given: dict) -> int:
     """--nproc N: check what can be checked here (one line, once), then start N processes."""
-    from ..launch import launch, strip_flag
-    from ..distributed import pick_backend
+    from ..training.launch import launch, strip_flag
+    from ..training.distributed import pick_backend
     if args.resume:
         from ..runs import read_config
         from ..runs.fit import refuse_changes
-        from ..train import TrainConfig
+        from ..training.loop import TrainConfig
         refuse_changes(TrainConfig.from_dict(read_config(args.resume)["config"]),
                        {k: v for k, v in given.items() if k != "precision"}, "run")
     else:
         cfg = new_config(args, given).validate()
-        from .. import models, selection
+        from ..network import models
+        from ..training import selection
         models.create(cfg.model)
         if selection.active(cfg.select):
             raise CnnlabError(selection.ONE_PROCESS)
@@ -101,7 +102,7 @@ def _launch(args, given: dict) -> int:
 def new_config(args, given: dict):
     """The recipe (--recipe, default seed) with the command line's settings over it."""
     from ..recipes import apply_overrides, load_recipe, to_dict
-    from ..train import TrainConfig
+    from ..training.loop import TrainConfig
     base = TrainConfig.from_dict({**to_dict(load_recipe(args.recipe or "seed")), "out": args.out})
     return apply_overrides(base, given, "the command line")
 

@@ -33,7 +33,7 @@ def _f(default, doc: str = "", **limits):
 
 @dataclass
 class GroupScales:
-    """A multiplier per kind of parameter (see cnnlab.optim.param_groups)."""
+    """A multiplier per kind of parameter (see cnnlab.training.optim.param_groups)."""
     weight: float = _f(1.0, "conv and linear weights", min=0)
     bias: float = _f(1.0, "conv and linear biases", min=0)
     norm: float = _f(1.0, "batch-norm scales and shifts", min=0)
@@ -41,7 +41,7 @@ class GroupScales:
 
 @dataclass
 class GroupEpochs:
-    """An epoch count per kind of parameter (see cnnlab.optim.param_groups); 0: no limit."""
+    """An epoch count per kind of parameter (see cnnlab.training.optim.param_groups); 0: no limit."""
     weight: int = _f(0, "conv and linear weights", min=0)
     bias: int = _f(0, "conv and linear biases", min=0)
     norm: int = _f(0, "batch-norm scales and shifts", min=0)
@@ -49,7 +49,7 @@ class GroupEpochs:
 
 @dataclass
 class MuonSettings:
-    """The conv filters' settings where the optimizer is muon (cnnlab.muon)."""
+    """The conv filters' settings where the optimizer is muon (cnnlab.training.muon)."""
     lr: float = _f(0.1, "peak learning rate of the filters (the schedule multiplies it)", gt=0)
     momentum: float = _f(0.6, "momentum of the filters' updates", min=0, lt=1)
     nesterov: bool = _f(True, "Nesterov momentum")
@@ -76,7 +76,7 @@ class Optimizer:
 
 @dataclass
 class Schedule:
-    """The learning rate's factor as a function of the step: see cnnlab.schedules.lr_factor."""
+    """The learning rate's factor as a function of the step: see cnnlab.training.schedules.lr_factor."""
     kind: Literal["constant", "linear", "cosine", "triangle"] = _f("constant", "shape of the factor")
     warmup: float = _f(0.0, "fraction of the steps rising linearly from 0 to 1 (constant, linear, cosine)",
                        min=0, max=1)
@@ -87,7 +87,7 @@ class Schedule:
 
 @dataclass
 class Augment:
-    """Batch augmentation of the training images (cnnlab.augment); validation and test see none."""
+    """Batch augmentation of the training images (cnnlab.training.augment); validation and test see none."""
     flip: Literal["none", "random", "alternating"] = _f(
         "none", "mirror left-right: at random, or a fixed half of the images in every other epoch")
     translate: int = _f(0, "shift by up to this many pixels each way, reflect padding", min=0)
@@ -99,7 +99,7 @@ class Augment:
 
 @dataclass
 class Averaging:
-    """Weight averaging (cnnlab.averaging): evaluation and the saved weights use the average."""
+    """Weight averaging (cnnlab.training.averaging): evaluation and the saved weights use the average."""
     kind: Literal["none", "ema", "lookahead"] = _f("none", "none, ema, or lookahead")
     decay: float = _f(0.99, "weight of the old average at each update", min=0, lt=1)
     every: int = _f(1, "steps between updates (lookahead: its k)", min=1)
@@ -108,7 +108,7 @@ class Averaging:
 
 @dataclass
 class Select:
-    """Training on the hard images (cnnlab.selection): from an epoch on, each epoch trains on the
+    """Training on the hard images (cnnlab.training.selection): from an epoch on, each epoch trains on the
     part of the training images whose loss was highest when they were last trained on."""
     keep: float = _f(1.0, "part of the training images each selecting epoch trains on (1: every image)",
                      gt=0, max=1)

@@ -40,9 +40,9 @@ def read_history(path: Path) -> list[dict]:
 
 def model_table(config: dict) -> str:
     """The table 'cnnlab summary' prints, for the run's model on its input size."""
-    from .. import models
-    from ..layers import render
-    from ..summary import summarize as summarize_model
+    from ..network import models
+    from ..network.layers import render
+    from ..network.summary import summarize as summarize_model
     info = config["data"]
     size = info["image_size"]
     model = models.create(config["config"]["model"], len(info["classes"]), 3, size)
@@ -53,7 +53,7 @@ def model_table(config: dict) -> str:
 
 def _load_data(config: dict, data_path):
     """The run's dataset, or (None, why not); never downloads."""
-    from .. import data as data_mod
+    from ..data import dataset as data_mod
     from ..runs import default_data
     where = data_path if data_path is not None else default_data(config)
     try:

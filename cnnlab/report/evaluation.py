@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import metrics
+from ..analysis import metrics
 from ..errors import CnnlabError
 
 EVAL_JSON = "eval.json"

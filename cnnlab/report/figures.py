@@ -147,7 +147,7 @@ def curves(runs: list[tuple[str, list[dict]]]) -> bytes:
             ax_loss.plot(epochs, [r["avg_loss"] for r in rows], marker="o", ms=3, label=plain(label))
         ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy")
         ax_loss.set(xlabel="epoch", ylabel="average training loss", title="Training loss")
-        from ..plots import epoch_ticks  # whole epochs, even after one (not 0.96...1.04)
+        from ..analysis.plots import epoch_ticks  # whole epochs, even after one (not 0.96...1.04)
         last = max((int(r["epoch"]) for _, rows in runs for r in rows), default=1)
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import io
 
-from ..compare import compare, load_group
-from ..compare_plot import plot_groups
+from ..runs.compare import compare, load_group
+from ..analysis.compare_plot import plot_groups
 from .page import esc, figure, fmt, table
 
 

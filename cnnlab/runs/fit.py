@@ -14,14 +14,17 @@ from typing import Callable
 
 import torch
 
-from .. import allocator, arithmetic, augment, checkpoints, data as data_mod, distributed, files, models, optim
+from ..training import allocator, arithmetic, augment, distributed, optim
+from .. import checkpoints, files
+from ..data import dataset as data_mod
+from ..network import models
 from ..errors import CnnlabError
-from ..data import normalize
-from ..losswatch import NonFiniteLoss
+from ..data.dataset import normalize
+from ..training.losswatch import NonFiniteLoss
 from ..recipes import to_dict
 from ..text import plural
-from ..train import (TrainConfig, TrainState, pick_device, prepare, resolve_precision, total_steps,
-                     train, uses_channels_last)
+from ..training.loop import (TrainConfig, TrainState, pick_device, prepare, resolve_precision,
+                             total_steps, train, uses_channels_last)
 from .folder import HISTORY_FIELDS, _number, describe, make_run_dir, plan_run_dir, read_config, versions, write_json
 from .lock import LOCK_NAME, hold
 from .signals import Interrupted, StopSignals
@@ -264,7 +267,7 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
         checkpoints.save_checkpoint(out / "checkpoint.pt", {
             "format": 1, "model": cfg.model, "model_state": model.state_dict(),
             "optimizer_state": s.opt.state_dict(), "state": state.to_dict(), "config": cfg.to_dict(),
-            # The learning rate is a pure function of the step (cnnlab.schedules), the batch
+            # The learning rate is a pure function of the step (cnnlab.training.schedules), the batch
             # order of (seed, epoch), augmentation and dropout of (seed, epoch, step).
             "schedule": {**to_dict(cfg.schedule), "lr": cfg.lr, "epochs": cfg.epochs,
                          "total_steps": total_steps(cfg, len(d.train_y))},
@@ -310,7 +313,7 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     if not main:
         return {**metrics, "out": str(out)}
     checkpoints.save_weights(out / "model.safetensors", s.eval_model, {"model": cfg.model})
-    from ..plots import plot_curves  # matplotlib is imported only when a figure is drawn
+    from ..analysis.plots import plot_curves  # matplotlib is imported only when a figure is drawn
     plot_curves(out / "history.csv", out / "curves.png", title=f"{cfg.model} on {Path(config['data']['source']).name}",
                 test_acc=test["acc"])
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__, checkpoints, files, models
+from .. import __version__, checkpoints, files
+from ..network import models
 from ..errors import CnnlabError
-from .. import arithmetic
-from ..train import TrainConfig, uses_channels_last
+from ..training import arithmetic
+from ..training.loop import TrainConfig, uses_channels_last
 
 HISTORY_FIELDS = ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc"]
 

@@ -23,9 +23,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from .. import checkpoints, data as data_mod, models
+from .. import checkpoints
+from ..data import dataset as data_mod
+from ..network import models
 from ..errors import CnnlabError
-from ..train import TrainConfig, pick_device
+from ..training.loop import TrainConfig, pick_device
 from .fit import RESUME_MAY_CHANGE, refuse_changes, resume_train, run_train
 from .folder import make_run_dir, plan_run_dir, write_json
 from .lock import LOCK_NAME, hold
@@ -114,7 +116,7 @@ def run_result(run: Path, seed: int | None = None) -> dict:
 
 
 def summary(results: list[dict]) -> dict:
-    from ..stats import summarize  # mean and std need no scipy; the interval does
+    from ..analysis.stats import summarize  # mean and std need no scipy; the interval does
     accs = [r["test_acc"] for r in results if r["status"] == "finished"]
     try:
         s = summarize(accs)

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import torch
 
-from .. import arithmetic, checkpoints, data as data_mod, models
+from ..training import arithmetic
+from .. import checkpoints
+from ..data import dataset as data_mod
+from ..network import models
 from ..errors import CnnlabError
-from ..evaluate import TTA_MODES, predict_logits
-from ..train import TrainConfig, pick_device, uses_channels_last
+from ..analysis.evaluate import TTA_MODES, predict_logits
+from ..training.loop import TrainConfig, pick_device, uses_channels_last
 from .fit import saved_arithmetic
 from .folder import read_config
 

@@ -25,8 +25,8 @@ import warnings
 
 import torch
 
-from .errors import CnnlabError, CnnlabWarning
-from .evaluate import evaluate as evaluate_all
+from ..errors import CnnlabError, CnnlabWarning
+from ..analysis.evaluate import evaluate as evaluate_all
 
 
 def timeout_s() -> int:
@@ -241,7 +241,7 @@ def broadcast_state(module: torch.nn.Module) -> None:
 
 def evaluate(model, x, y, mean, std, batch_size: int = 1000, channels_last: bool = False, tta: str = "none",
              precision: str = "fp32") -> dict:
-    """cnnlab.evaluate.evaluate over all ranks: each takes a run of whole evaluation batches (the
+    """cnnlab.analysis.evaluate.evaluate over all ranks: each takes a run of whole evaluation batches (the
     very batches one process would use, so the same logits), and the counts are summed."""
     if world() == 1:
         return evaluate_all(model, x, y, mean, std, batch_size, channels_last, tta, precision)

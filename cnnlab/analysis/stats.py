@@ -14,7 +14,7 @@ import math
 import statistics
 import warnings
 
-from .errors import CnnlabError
+from ..errors import CnnlabError
 
 CONFIDENCE = 0.95
 ALPHA = 0.05

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .errors import CnnlabError  # noqa: E402
+from ..errors import CnnlabError  # noqa: E402
 
 MARK = "cnnlab"  # the PNG's Software text: a file cnnlab wrote and may replace
 PLAIN = {"text.usetex": False}
@@ -55,7 +55,7 @@ def check_target(out: Path, flag: str = "--out") -> None:
 
 
 def _save(fig, out: Path) -> Path:
-    from .checkpoints import atomic_write_bytes
+    from ..checkpoints import atomic_write_bytes
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": f"{MARK} (matplotlib)"})
     plt.close(fig)

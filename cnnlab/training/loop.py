@@ -1,7 +1,7 @@
 """The training loop: a plain function of a config, a model and the data tensors.
 
     cfg = TrainConfig(epochs=20)
-    d = prepare(cnnlab.data.load(), cfg, torch.device("cpu"))
+    d = prepare(cnnlab.data.dataset.load(), cfg, torch.device("cpu"))
     state, s = train(cfg, model, d)       # prints the report's two lines per epoch
 
 The whole training split lives on the training device as one uint8 tensor; a batch is an
@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import allocator, arithmetic, augment, averaging, distributed, optim, selection
-from .data import ImageData, channel_stats, normalize, parse_val_size, split_indices
-from .errors import CnnlabError
+from ..data.dataset import ImageData, channel_stats, normalize, parse_val_size, split_indices
+from ..errors import CnnlabError
 from .losswatch import LossWatch, NonFiniteLoss
-from .recipes.schema import Recipe, build, check
+from ..recipes.schema import Recipe, build, check
 from .schedules import lr_factor
 
 
@@ -36,7 +36,7 @@ class TrainConfig(Recipe):
     """A run's settings: the recipe's fields (cnnlab.recipes.schema.Recipe) and where and how it runs."""
     seed: int = 0  # model init, train/validation split, batch order, augmentation, dropout
     device: str = "auto"  # auto | cpu | cuda
-    data: str | None = None  # dataset path; None searches the defaults (cnnlab.data.resolve)
+    data: str | None = None  # dataset path; None searches the defaults (cnnlab.data.dataset.resolve)
     out: str | None = None  # run folder; None -> runs/<date-time>-<model>
     max_steps: int | None = None  # stop after this many optimizer steps (quick checks, sprints)
     eval_batch_size: int = 1000
@@ -223,12 +223,12 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
     Raises NonFiniteLoss when a step's loss is nan or inf (on CUDA, within a few steps:
     checking every step would make the host wait for the device).
 
-    Each step composes the recipe's pieces: the schedule's learning rate (cnnlab.schedules),
-    the batch's augmentation (cnnlab.augment), label smoothing, the optimizer's step with
-    decoupled weight decay (cnnlab.optim), weight averaging (cnnlab.averaging). Every random
+    Each step composes the recipe's pieces: the schedule's learning rate (cnnlab.training.schedules),
+    the batch's augmentation (cnnlab.training.augment), label smoothing, the optimizer's step with
+    decoupled weight decay (cnnlab.training.optim), weight averaging (cnnlab.training.averaging). Every random
     draw, the model's own (dropout) included, is a pure function of (seed, epoch, step).
     In a run of several processes each takes its part of every step's batch (see
-    cnnlab.distributed) and the loss is scaled so that DDP's average of the gradients is the
+    cnnlab.training.distributed) and the loss is scaled so that DDP's average of the gradients is the
     gradient of the mean loss over the whole batch, as one process computes it.
     """
     device = d.train_x.device

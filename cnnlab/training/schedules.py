@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from .recipes.schema import Schedule
+from ..recipes.schema import Schedule
 
 
 def lr_factor(s: Schedule, step: int, total: int) -> float:

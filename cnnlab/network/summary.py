@@ -4,7 +4,7 @@
     print(render(rows, [1, 3, 32, 32]))
     compare("seed", "seed-p1")     # the report's Discussion: the same network?
 
-Every output size, parameter count and MAC comes from the arithmetic in cnnlab.layers; a
+Every output size, parameter count and MAC comes from the arithmetic in cnnlab.network.layers; a
 forward pass only tells which layer ran, in what order, on which input shape (the tests
 hold the arithmetic against the shapes the real modules produce).
 """

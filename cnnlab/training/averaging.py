@@ -23,7 +23,7 @@ import copy
 
 import torch
 
-from .recipes.schema import Averaging
+from ..recipes.schema import Averaging
 
 
 class WeightAverage:

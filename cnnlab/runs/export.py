@@ -6,7 +6,7 @@
 
 The ONNX model has one input, "images": uint8 pixels (batch, 3, H, W), RGB, 0..255, at the
 run's image size, with the run's normalization (x/255 - mean)/std inside the graph, computed
-exactly as cnnlab.data.normalize computes it; and one output, "logits": float32 (batch, classes),
+exactly as cnnlab.data.dataset.normalize computes it; and one output, "logits": float32 (batch, classes),
 no softmax. The batch dimension is dynamic. metadata_props holds the class names, the model,
 the recipe, the training config, mean/std and the versions (JSON strings).
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints, files
-from .errors import CnnlabError
+from .. import checkpoints, files
+from ..errors import CnnlabError
 
 FORMATS = ("onnx",)
 OPSET = 17
@@ -37,7 +37,7 @@ INSTALL_HINT = "pip install 'cnnlab[export]'"
 
 
 class Normalized(torch.nn.Module):
-    """uint8 NCHW images -> the model's logits, normalizing as cnnlab.data.normalize does."""
+    """uint8 NCHW images -> the model's logits, normalizing as cnnlab.data.dataset.normalize does."""
 
     def __init__(self, model: torch.nn.Module, mean, std):
         super().__init__()
@@ -111,7 +111,7 @@ def check_onnx(model_file: Path | bytes, model: torch.nn.Module, images: torch.T
     near-ties: a top-1 that differs while PyTorch's two logits are within 2 x TOLERANCE (the
     only way it can differ when the logits agree) is counted in 'ties'.
     """
-    from .evaluate import predict_logits
+    from ..analysis.evaluate import predict_logits
     images = images.cpu().contiguous()
     ours = onnx_logits(model_file, images, batch_size)
     model = model.to("cpu", torch.float32, memory_format=torch.contiguous_format)
@@ -135,7 +135,7 @@ def export_run(run_dir: Path, out: Path | None = None, fmt: str = "onnx", data_p
     random images when the run's data cannot be loaded ('check_on' says which, 'note' why).
     The file is written only when the check passes; it replaces only an earlier cnnlab export.
     """
-    from .runs import load_run
+    from . import load_run
     if fmt not in FORMATS:
         raise CnnlabError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     onnx, _ = require_extra()
@@ -176,7 +176,7 @@ def metadata(config: dict, run_dir: Path) -> dict[str, str]:
 
 def _check_images(config: dict, data_path, check_all: bool):
     """(uint8 images, labels or None, 'test' | 'random', note) for the check on export."""
-    from . import data as data_mod
+    from ..data import dataset as data_mod
     info = config["data"]
     path = data_path if data_path is not None else (info.get("source") or config["config"].get("data"))
     try:
@@ -223,5 +223,5 @@ def _failure(message: str) -> CnnlabError:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
     return __version__

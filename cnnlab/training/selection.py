@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from .recipes.schema import Select
+from ..recipes.schema import Select
 
 
 ONE_PROCESS = ("[select] trains on the hard images in one process only (each process would see the losses "

@@ -21,7 +21,7 @@ import warnings
 
 import torch
 
-from .errors import CnnlabError, CnnlabWarning
+from ..errors import CnnlabError, CnnlabWarning
 
 CUDA_DEFAULTS = {"tf32": False, "cudnn_benchmark": True, "cudnn_deterministic": False}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import CnnlabError, CnnlabWarning
+from ..errors import CnnlabError, CnnlabWarning
 
 SPLITS = ("train", "test")
 MAX_LISTED = 20  # bad files named in the warning

@@ -6,7 +6,7 @@
     out = evaluate(model, x, y, mean, std, precision="bf16")   # a bf16 run's own arithmetic
 
 Evaluation is IEEE fp32 unless precision says bf16 (autocast, as the run trained): a recipe
-chooses with eval_precision (cnnlab.arithmetic.eval_precision).
+chooses with eval_precision (cnnlab.training.arithmetic.eval_precision).
 
 Test-time augmentation (tta) averages the logits of a few views of each image:
     none        the image alone
@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .arithmetic import eval_arithmetic
-from .data import normalize
+from ..training.arithmetic import eval_arithmetic
+from ..data.dataset import normalize
 
 TTA_MODES = ("none", "flip", "flip-shift")
 

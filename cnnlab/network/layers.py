@@ -8,7 +8,7 @@ Layer text: name or name(args), args positional or key=value:
     avgpool(K, s=K, p=0, ceil=false)             linear(OUT)   flatten   dropout(P)
     batchnorm   relu gelu silu elu leakyrelu sigmoid tanh softmax identity
 Kernels, strides, paddings and dilations take one number or HxW (e.g. k=3x5).
-Every output size comes from cnnlab.shapes. cnnlab.summary applies the same arithmetic to
+Every output size comes from cnnlab.network.shapes. cnnlab.network.summary applies the same arithmetic to
 the layers of a model.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
-from .errors import CnnlabError
+from ..errors import CnnlabError
 from .shapes import conv2d_out, effective_kernel, pool2d_out, same_padding
 
 ACTIVATIONS = ["relu", "gelu", "silu", "elu", "leakyrelu", "sigmoid", "tanh", "softmax", "identity"]

@@ -24,8 +24,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from . import checkpoints, cifar, files, imagefolder, sourcekey
-from .errors import CnnlabError, CnnlabWarning
+from .. import checkpoints, files
+from . import cifar, imagefolder, sourcekey
+from ..errors import CnnlabError, CnnlabWarning
 
 CACHE_FORMAT = 2  # 2: keyed by content (sourcekey.py)
 SHARED_COPY = Path("../shared/datasets/cifar10-jpeg")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import files
-from .errors import CnnlabError
+from .. import files
+from ..errors import CnnlabError
 
 FOLDER = "cifar-10-batches-py"
 ARCHIVE = "cifar-10-python.tar.gz"

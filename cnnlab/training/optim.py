@@ -17,7 +17,7 @@ bias for 3 epochs): set_epoch() freezes it from epoch N + 1, a pure function of 
 resumed run freezes the same. Frozen parameters take no step and no decay; the optimizer keeps
 their momentum untouched.
 
-name = "muon": the conv filters (trainable 4-D weights) form one more group that cnnlab.muon steps
+name = "muon": the conv filters (trainable 4-D weights) form one more group that cnnlab.training.muon steps
 with the recipe's [optimizer.muon] settings (its own lr, momentum; no decay: it normalizes the
 filters); every other parameter is in the SGD groups above, with lr_scale and decay as for sgd.
 
@@ -33,9 +33,9 @@ import torch
 import torch.nn as nn
 from torch.optim import optimizer as torch_optimizer
 
-from .errors import CnnlabError
+from ..errors import CnnlabError
 from .muon import step_filters
-from .recipes.schema import MuonSettings, Optimizer
+from ..recipes.schema import MuonSettings, Optimizer
 
 KINDS = ("weight", "bias", "norm")
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -146,7 +146,7 @@ def build(model: nn.Module, cfg: Optimizer, device: torch.device | None = None,
 
 
 def _muon_groups(groups: list[dict], cfg: MuonSettings) -> list[dict]:
-    """groups with the conv filters (4-D weights) moved into one group that cnnlab.muon steps:
+    """groups with the conv filters (4-D weights) moved into one group that cnnlab.training.muon steps:
     its own lr, momentum and iterations, no decoupled decay (Muon normalizes the filters)."""
     filters = [p for g in groups for p in g["params"] if p.ndim == 4]
     rest = [{**g, "params": [p for p in g["params"] if p.ndim != 4]} for g in groups]

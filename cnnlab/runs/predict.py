@@ -23,8 +23,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import CnnlabError
-from .text import RESIZE_NOTE  # noqa: F401 - kept here too; the CLI reads it from text.py
+from ..errors import CnnlabError
+from ..text import RESIZE_NOTE  # noqa: F401 - kept here too; the CLI reads it from text.py
 
 
 @dataclass
@@ -121,8 +121,8 @@ def predict(run_dir, inputs, top_k: int = 3, tta: str = "none", device: str = "a
     """One Prediction per file under inputs, in order, decoded and predicted batch by batch."""
     import torch
 
-    from .evaluate import predict_logits
-    from .runs.saved import eval_precision, load_run, place
+    from ..analysis.evaluate import predict_logits
+    from .saved import eval_precision, load_run, place
     for raw in inputs:  # a missing input is an error before any work
         if not Path(raw).exists():
             raise CnnlabError(f"{raw} does not exist: pass image files or folders of images")

@@ -9,7 +9,7 @@
     seed-avgpool     seed with 2x2 average (mean) pooling instead of max pooling.
     seed-wide        seed-bn with twice the channels (32, 64).
 
-Flatten sizes come from cnnlab.shapes, so every model works at any input size its layers allow.
+Flatten sizes come from cnnlab.network.shapes, so every model works at any input size its layers allow.
 """
 from __future__ import annotations
 

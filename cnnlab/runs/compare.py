@@ -19,11 +19,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import stats
-from .errors import CnnlabError
-from .recipes.schema import Recipe, build
-from .runs.folder import read_config
-from .runs.group import GROUP_FILE, best_val_epoch, read_group, run_dir
+from ..analysis import stats
+from ..errors import CnnlabError
+from ..recipes.schema import Recipe, build
+from .folder import read_config
+from .group import GROUP_FILE, best_val_epoch, read_group, run_dir
 
 
 @dataclass

@@ -25,8 +25,8 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
-from .errors import CnnlabError
-from .recipes.schema import Augment
+from ..errors import CnnlabError
+from ..recipes.schema import Augment
 
 
 def step_seed(seed: int, epoch: int, step: int, purpose: str = "augment") -> int:

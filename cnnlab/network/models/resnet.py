@@ -6,7 +6,7 @@
 
 The literature's comparison point for the course's small networks (about 95 % on CIFAR-10 with
 augmentation and a schedule); it is a GPU network: about 0.56 GMAC per 32x32 image, 340 times
-seed's. Sizes come from cnnlab.shapes, so any input size the strides allow works.
+seed's. Sizes come from cnnlab.network.shapes, so any input size the strides allow works.
 """
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Analysis: evaluation, metrics, statistics over seeds and the figures drawn from them."""

@@ -1,0 +1,1 @@
+"""The network pieces: shape arithmetic, layers, the model registry and model summaries."""
