@@ -21,7 +21,7 @@ from . import distributed
 def strip_flag(argv: list[str], flag: str) -> list[str]:
     """argv without `flag VALUE` or `flag=VALUE` (the flag given once, as argparse saw it)."""
     out, skip = [], False
-    for i, a in enumerate(argv):
+    for a in argv:
         if skip:
             skip = False
         elif a == flag:
