@@ -28,7 +28,7 @@ RECIPE = ["--epochs", "1", "--batch-size", "127", "--val-size", "100", "--precis
 # so float rounding there moves a weight by up to lr.
 TOLERANCE = 1e-6
 # torchrun's agent stops the others at once when a process dies and kills them after 30 s (the
-# bound the README states; measured: 0.02-0.08 s nearly always), with room for a busy machine.
+# bound docs/distributed.md states; measured: 0.02-0.08 s nearly always), with room for a busy machine.
 EXIT_BOUND_S = 45
 
 

@@ -1,4 +1,4 @@
-"""Data integrity and exactness (issue 15): the cache never serves changed data, resumes keep
+"""Data integrity and exactness: the cache never serves changed data, resumes keep
 their arithmetic, archives and run folders survive concurrent use, CUDA-path details."""
 import hashlib
 import json

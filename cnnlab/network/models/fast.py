@@ -183,7 +183,7 @@ def fast_s(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
 
 
 def fast_q(num_classes=10, in_channels=3, image_size=32) -> nn.Module:
-    """fast-94's layout at a quarter of its widths, 16/64/64, two convs per block (the sprint's model in session 7)."""
+    """fast-94's layout at a quarter of its widths, 16/64/64, two convs per block."""
     return FastNet((16, 64, 64), 2, num_classes, in_channels, image_size)
 
 
