@@ -26,6 +26,7 @@ def trained_run(real_subset, tmp_path_factory):
     return out, proc.stdout
 
 
+@pytest.mark.slow
 def test_train_beats_chance_on_real_images_and_prints_the_reports_lines(trained_run):
     out, stdout = trained_run
     lines = stdout.splitlines()
@@ -42,6 +43,7 @@ def test_train_beats_chance_on_real_images_and_prints_the_reports_lines(trained_
     assert test_line[0] == f"Test Accuracy: {metrics['test_acc']:.3f} %"
 
 
+@pytest.mark.slow
 def test_run_folder_holds_everything(trained_run):
     out, _ = trained_run
     config = json.loads((out / "config.json").read_text())
@@ -60,6 +62,7 @@ def test_run_folder_holds_everything(trained_run):
     assert torch.equal(weights["fc.weight"], ckpt["model_state"]["fc.weight"])
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_training_test_accuracy(trained_run, real_subset, capsys):
     out, stdout = trained_run
     trained = [x for x in stdout.splitlines() if x.startswith("Test Accuracy: ")][0]

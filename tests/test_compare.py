@@ -298,6 +298,7 @@ def same_run(a, b):
             and ma["test_acc"] == mb["test_acc"] and ma["steps"] == mb["steps"])
 
 
+@pytest.mark.slow
 def test_group_stopped_twice_then_resumed_equals_an_uninterrupted_group(real_subset, tmp_path, capsys):
     ref = tmp_path / "ref"
     proc = start("train", "--data", real_subset, *RECIPE, "--seeds", "0-4", "--out", ref)

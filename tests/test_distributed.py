@@ -73,6 +73,7 @@ def runs(real_subset, tmp_path_factory):
     return one, root, two
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_one_process_run(runs):
     one, root, two = runs
     folders = list((root / "runs").iterdir())
@@ -88,6 +89,7 @@ def test_two_processes_train_the_one_process_run(runs):
     assert not list(run.glob(".*"))  # no lock or temp file left
 
 
+@pytest.mark.slow
 def test_report_lines_are_printed_once(runs):
     _, _, two = runs
     lines = two.stdout.splitlines()
@@ -97,6 +99,7 @@ def test_report_lines_are_printed_once(runs):
     assert len(lines) == 5 and "cnnlab: " not in two.stderr
 
 
+@pytest.mark.slow
 def test_summed_counts_equal_one_process_on_the_same_weights(runs, capsys):
     _, root, two = runs
     run = next((root / "runs").iterdir())
@@ -125,6 +128,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_killed_process_ends_the_other_and_the_run_resumes(real_subset, tmp_path):
     run = tmp_path / "run"
     args = ["train", "--data", str(real_subset), "--epochs", "4", "--batch-size", "32", "--val-size", "100",
@@ -157,6 +161,7 @@ def test_killed_process_ends_the_other_and_the_run_resumes(real_subset, tmp_path
     assert not list(run.glob(".*"))
 
 
+@pytest.mark.slow
 def test_a_one_process_run_resumes_in_two_and_records_it(real_subset, tmp_path):
     run = tmp_path / "run"
     one = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--data", str(real_subset), "--epochs", "3",

@@ -50,6 +50,7 @@ def direct_logits(run_dir, x):
         return model.eval()((x.float() / 255 - mean) / std)
 
 
+@pytest.mark.slow
 def test_first_line_is_the_accuracy_training_printed(evaluated):
     _, trained, lines, _ = evaluated
     assert lines[0] == trained
@@ -57,6 +58,7 @@ def test_first_line_is_the_accuracy_training_printed(evaluated):
     assert any(line.startswith("Most confused (true -> predicted): ") for line in lines)
 
 
+@pytest.mark.slow
 def test_eval_json_agrees_with_a_direct_computation(evaluated, real_subset):
     out, trained, _, ev = evaluated
     cm = np.array(ev["confusion_matrix"]["counts"])
@@ -82,6 +84,7 @@ def test_eval_json_agrees_with_a_direct_computation(evaluated, real_subset):
     assert probs == sorted(probs, reverse=True) and 0 < ev["ece"] < 1
 
 
+@pytest.mark.slow
 def test_figures_are_written_and_marked_as_cnnlabs(evaluated):
     out = evaluated[0]
     for name in FIGURES:
@@ -92,12 +95,14 @@ def test_figures_are_written_and_marked_as_cnnlabs(evaluated):
     assert not figures.is_ours(out.parent / "users.png") and not figures.is_ours(out / "eval.json")
 
 
+@pytest.mark.slow
 def test_history_csv_has_plain_newlines(real_run):
     raw = (real_run[0] / "history.csv").read_bytes()
     epochs = json.loads((real_run[0] / "metrics.json").read_text())["epochs"]
     assert b"\r" not in raw and raw.endswith(b"\n") and raw.count(b"\n") == 1 + epochs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("foreign", ["calibration.png", "eval.json"])
 def test_a_file_that_is_not_cnnlabs_is_never_overwritten(evaluated, tmp_path, foreign, capsys):
     run = tmp_path / "run"
@@ -116,6 +121,7 @@ def test_a_file_that_is_not_cnnlabs_is_never_overwritten(evaluated, tmp_path, fo
     assert main(["evaluate", str(run), "--no-save"]) == 0  # printing alone is fine
 
 
+@pytest.mark.slow
 def test_evaluate_again_replaces_its_own_files_and_records_tta(evaluated, capsys):
     out = evaluated[0]
     assert main(["evaluate", str(out), "--tta", "flip-shift"]) == 0

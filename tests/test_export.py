@@ -60,6 +60,7 @@ def seed_run(real_subset, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_trained_run_exports_with_the_same_predictions_on_its_test_set(seed_run, real_subset, capsys):
     capsys.readouterr()
     assert main(["export", str(seed_run), "--check-all"]) == 0
@@ -85,6 +86,7 @@ def test_trained_run_exports_with_the_same_predictions_on_its_test_set(seed_run,
     assert onnx.load(str(seed_run / "model.onnx")).producer_name == "cnnlab"
 
 
+@pytest.mark.slow
 def test_export_checks_on_random_images_when_the_data_is_gone(seed_run, tmp_path, capsys):
     out = tmp_path / "sub" / "m.onnx"
     assert main(["export", str(seed_run), "--data", str(tmp_path / "missing"), "--out", str(out)]) == 0
@@ -103,6 +105,7 @@ def one_error_line(capsys, message):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_export_never_overwrites_a_file_it_did_not_write(seed_run, tmp_path, capsys):
     other = tmp_path / "notes.onnx"
     other.write_text("my notes")

@@ -196,6 +196,7 @@ def test_summary_command_for_fast_94(capsys):
     assert "whiten" in out and "frozen" in out
 
 
+@pytest.mark.slow
 def test_the_sprint_recipe_end_to_end_beats_chance_and_evaluates_again_the_same(real_subset, tmp_path, capsys):
     """The sprint as a user runs it, on 1,000 real training images: whitening from the data,
     SGD with the triangle schedule, alternating flips, flip TTA, validation and test in the

@@ -3,6 +3,7 @@ orthogonalization against an SVD, the step written out, which parameters it take
 import io
 import json
 
+import pytest
 import torch
 import torch.nn as nn
 from hypothesis import given, settings
@@ -123,6 +124,7 @@ def test_the_optimizer_state_carries_the_momentum_buffers_exactly():
         assert torch.equal(pa, pb), name
 
 
+@pytest.mark.slow
 def test_muon_trains_any_conv_net_end_to_end(real_subset, tmp_path, capsys):
     """Muon is not tied to the fast-* models (the sprint's end-to-end test covers those): the
     course's seed-bn network with its convs by Muon and the rest by SGD, on 1,000 real images."""

@@ -120,6 +120,7 @@ def test_recipes_command_lists_names_targets_and_json(capsys):
 
 # ------------------------------------------------------------------ runs with recipes
 
+@pytest.mark.slow
 def test_a_recipe_run_with_a_step_cap_beats_chance_and_saves_its_recipe(real_subset, tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", "--data", str(real_subset), "--recipe", "seed-sgd", "--batch-size", "32", "--val-size",
@@ -181,6 +182,7 @@ def wait_for(predicate, timeout=300):
         time.sleep(0.005)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_exact_with_every_piece_turned_on(real_subset, tmp_path):
     from safetensors.torch import load_file
     recipe = tmp_path / "everything.toml"

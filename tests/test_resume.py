@@ -52,6 +52,7 @@ def assert_same_run(a, b):
     assert strip(a) == strip(b)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_is_bitwise_exact(real_subset, reference, tmp_path):
     rng = random.Random(1234)
     run = tmp_path / "run"
@@ -82,6 +83,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_exact(real_subset, ref
     assert_same_run(reference, run)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_sigint_and_sigterm_save_and_say_how_to_resume(real_subset, reference, tmp_path, sig, code):
     run = tmp_path / "run"
@@ -98,6 +100,7 @@ def test_sigint_and_sigterm_save_and_say_how_to_resume(real_subset, reference, t
     assert_same_run(reference, run)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_recipe_or_data(real_subset, reference, tmp_path, capsys):
     assert main(["train", "--resume", str(reference), "--epochs", "13"]) == 2
     assert "--epochs 13 differs from the run's 12" in capsys.readouterr().err
@@ -127,6 +130,7 @@ class NanLater(SeedNet):
         return out
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_at_once_and_keeps_the_last_good_checkpoint(real_subset, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(models.MODELS, "nan-later", lambda n=10, c=3, s=32: NanLater(n, c, s))
     run = tmp_path / "run"
@@ -149,6 +153,7 @@ class Payload:
         return (open, (self.sentinel, "w"))
 
 
+@pytest.mark.slow
 def test_malicious_checkpoint_never_runs(reference, tmp_path, capsys):
     sentinel = tmp_path / "pwned"
     run = tmp_path / "run"
@@ -162,6 +167,7 @@ def test_malicious_checkpoint_never_runs(reference, tmp_path, capsys):
     assert not sentinel.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_checkpoint_is_one_clear_line(reference, tmp_path, damage):
     run = tmp_path / "run"
@@ -181,6 +187,7 @@ def test_damaged_checkpoint_is_one_clear_line(reference, tmp_path, damage):
     json.loads((run / "config.json").read_text())  # nothing else touched
 
 
+@pytest.mark.slow
 def test_flipped_bit_in_the_weights_file_is_caught(reference, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
