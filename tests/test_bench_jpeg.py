@@ -31,7 +31,6 @@ def test_a_moved_grid_costs_more_than_the_same_grid_and_quality_100_almost_nothi
     assert all(jpeg_generation.regenerate(im, 75, 4).size == im.size for im in real_images[:3])
 
 
-@pytest.mark.slow
 def test_the_script_writes_a_png_copy_cnnlab_can_train_on(real_subset, tmp_path, capsys):
     from cnnlab.data import dataset as data
 

@@ -114,6 +114,7 @@ def test_missing_path_is_a_clear_error(tmp_path):
         data.load(tmp_path / "nope")
 
 
+@pytest.mark.slow
 def test_real_cifar10_copy(real_cifar):
     d = data.load(real_cifar)
     assert d.train_x.shape == (50_000, 3, 32, 32) and d.test_x.shape == (10_000, 3, 32, 32)

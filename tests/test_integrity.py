@@ -385,6 +385,7 @@ def start(*args, env_extra=None):
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_second_resume_of_a_live_run_is_refused_and_the_first_finishes_as_if_alone(tmp_path):
     root = bmp_folder(tmp_path / "d", classes=("a", "b", "c"), n_train=20, n_test=4, seed=10)
     recipe = ["--data", root, "--epochs", "3", "--batch-size", "8", "--val-size", "12"]

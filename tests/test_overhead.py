@@ -137,6 +137,7 @@ print(allocator.reuse_step_buffers(), resource.getrusage(resource.RUSAGE_SELF).r
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_training_steps_reuse_their_buffers_instead_of_faulting_in_fresh_pages():
     def page_faults_of_30_steps(mode):
