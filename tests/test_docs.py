@@ -18,7 +18,9 @@ import dataclasses
 import importlib.util
 import io
 import re
+import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -324,3 +326,14 @@ def test_ci_lints_and_builds_the_docs_before_the_tests():
     assert any(line.strip() == ".venv/bin/ruff check ." for line in before)
     assert any("mkdocs build --strict" in line for line in before)
     assert last.endswith(".venv/bin/python -m pytest")
+
+
+def test_the_site_builds_strict_where_mkdocs_is_installed(tmp_path):
+    """What .ci/run does before the tests: an orphan page, a broken link or anchor fails the build."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("material")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "site" / "recipes" / "index.html").is_file()
