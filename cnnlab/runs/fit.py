@@ -25,8 +25,9 @@ from ..recipes import to_dict
 from ..text import plural
 from ..training.loop import (TrainConfig, TrainState, pick_device, prepare, resolve_precision,
                              total_steps, train, uses_channels_last)
-from .folder import HISTORY_FIELDS, _number, describe, make_run_dir, plan_run_dir, read_config, versions, write_json
-from .lock import LOCK_NAME, hold
+from .folder import HISTORY_FIELDS, _number, claim_run_dir, describe, read_config, unclaim, versions, write_json
+from .lock import hold
+from .resumable import check_checkpoint, load_into
 from .signals import Interrupted, StopSignals
 
 
@@ -61,12 +62,32 @@ def flag_name(key: str) -> str:
     return f"--{key.replace('_', '-')}" if "." not in key else f"--set {key}="
 
 
+# What makes a loss or the weights non-finite, most likely first; said with the error.
+NON_FINITE_CAUSES = ("likely a learning rate too high for this recipe (lower --lr, or add warmup: "
+                     "--set schedule.warmup=0.1), else a setting at an extreme (weight decay, momentum, "
+                     "optimizer.eps), else bf16 arithmetic overflowing (try --precision fp32)")
+
+
 def say(line: str) -> None:
     print(line, flush=True)  # a log file shows each line at once
 
 
 def quiet(line: str) -> None:
     """The log of ranks other than 0 in a run of several processes: rank 0 says it once."""
+
+
+def check_data_bounds(cfg: TrainConfig, data, model: torch.nn.Module | None = None) -> None:
+    """Refuse, in one line, a recipe that the data cannot take (a shift or crop as large as the
+    images, a --val-size larger than the split, a model the images do not fit), before any
+    folder is made. model: the run's own, else one is built here (the global RNG left as it was)."""
+    data_mod.val_count(cfg.val_size, len(data.train_y))
+    shape = tuple(data.train_x.shape[1:])
+    augment.check_sizes(cfg.augment, shape)
+    if model is None:
+        with torch.random.fork_rng(devices=[]):
+            model = models.create(cfg.model, len(data.classes), shape[0], shape[-1])
+    optim.check(model, cfg.optimizer, cfg.epochs)  # the recipe leaves it something to train
+    augment.check_crop(model, cfg.augment, shape)
 
 
 def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
@@ -80,38 +101,37 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     device = distributed.local_device(pick_device(cfg.device))
     main = distributed.is_main()  # several processes: rank 0 alone prints and writes
     log = log if main else quiet
-    planned = distributed.main_only(plan_run_dir, cfg.out, cfg.model)  # rank 0's date-time name
-    allocator.reuse_step_buffers()  # before the data: their copies, the whitening and tests too
-    data = data_mod.load(cfg.data, strict=cfg.strict)
-    distributed.same_as_main(data.fingerprint, f"the data at {data.source}")
-    n_val = data_mod.val_count(cfg.val_size, len(data.train_y))
-    n_train = len(data.train_y) - n_val
-    # The absolute path, so that evaluate and --resume find the data from any folder.
-    where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
-    torch.manual_seed(cfg.seed)
-    model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], data.train_x.shape[-1])
-    optim.check(model, cfg.optimizer, cfg.epochs)  # the recipe leaves it something to train
-    augment.check_crop(model, cfg.augment, tuple(data.train_x.shape[1:]))
-    existed = planned.exists()
-    out = distributed.main_only(make_run_dir, planned)
-    cfg = replace(cfg, out=str(out), data=where)
-    with hold(out) if main else contextlib.nullcontext():
+    # The folder is created and locked first: a second run given the same --out is refused at
+    # once, before either reads any data (rank 0 claims it; the others learn its name).
+    claim = distributed.main_only(claim_run_dir, cfg.out, cfg.model)
+    out = claim.path
+    try:
+        allocator.reuse_step_buffers()  # before the data: their copies, the whitening and tests too
+        data = data_mod.load(cfg.data, strict=cfg.strict)
+        distributed.same_as_main(data.fingerprint, f"the data at {data.source}")
+        n_val = data_mod.val_count(cfg.val_size, len(data.train_y))
+        n_train = len(data.train_y) - n_val
+        # The absolute path, so that evaluate and --resume find the data from any folder.
+        where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
+        torch.manual_seed(cfg.seed)
+        model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], data.train_x.shape[-1])
+        check_data_bounds(cfg, data, model)
+        cfg = replace(cfg, out=str(out), data=where)
         # Said before the data statistics and the first epoch, so a log shows life at once.
         recipe = "" if cfg.recipe == "seed" else f"recipe {cfg.recipe}: "
         log(f"{recipe}Training {cfg.model} ({models.count_params(model):,} parameters) on {plural(n_train, 'image')} "
             f"from {data.source} ({n_val} to validate, {len(data.test_y)} to test), {device}, "
             f"{resolve_precision(cfg, device)}; run folder {out}")
-        try:
-            d = prepare(data, cfg, device)
-            _data_init(model, d)
-            config = {**describe(cfg, data, d, device, model), "distributed": distributed.record()}
-            if main:
-                write_json(out / "config.json", config)
-        except BaseException:
-            if main and not existed:
-                (out / LOCK_NAME).unlink(missing_ok=True)
-                files.remove_if_empty(out)
-            raise
+        d = prepare(data, cfg, device)
+        _data_init(model, d)
+        config = {**describe(cfg, data, d, device, model), "distributed": distributed.record()}
+        if main:
+            write_json(out / "config.json", config)
+    except BaseException:
+        if main:  # a refused run leaves nothing behind: no lock, no folder we made
+            unclaim(claim)
+        raise
+    with hold(out, claim.fd) if main else contextlib.nullcontext():
         with _disk_errors(out):
             return _fit(out, cfg, config, model, d, TrainState(), None, log)
 
@@ -178,6 +198,7 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
     ckpt = None
     if (run_dir / "checkpoint.pt").exists():
         ckpt = checkpoints.load_checkpoint(run_dir / "checkpoint.pt")
+        check_checkpoint(ckpt, run_dir / "checkpoint.pt")  # its structure, before any of it is used
         if ckpt.get("model") != cfg.model or ckpt.get("config", {}).get("epochs") != cfg.epochs:
             raise CnnlabError(f"{run_dir}/checkpoint.pt belongs to another run (model "
                               f"{ckpt.get('model')}, {ckpt.get('config', {}).get('epochs')} epochs): "
@@ -194,10 +215,15 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
                           f"(fingerprint {data.fingerprint[:12]} vs {config['data']['fingerprint'][:12]}): "
                           f"pass the original dataset with --data")
     distributed.same_as_main(data.fingerprint, f"the data at {data.source}")
+    if cfg.data != saved.data:  # the same data found elsewhere now: evaluate must look there too
+        config = {**config, "config": {**config["config"], "data": cfg.data},
+                  "data": {**config["data"], "source": data.source}}
+        if distributed.is_main():
+            write_json(run_dir / "config.json", config)
     model, d = _model_and_data(cfg, data, device)
     state, opt_state, avg_state, sel_state = TrainState(), None, None, None
     if ckpt is not None:
-        model.load_state_dict(ckpt["model_state"])
+        load_into("model_state", run_dir / "checkpoint.pt", lambda: model.load_state_dict(ckpt["model_state"]))
         state = TrainState(**ckpt["state"])
         opt_state = ckpt["optimizer_state"]
         avg_state, sel_state = ckpt.get("averaging_state"), ckpt.get("selection_state")
@@ -260,7 +286,7 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     def save(state: TrainState, s) -> None:
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise CnnlabError(f"the weights became non-finite at epoch {state.epoch}: not saving them "
-                              f"over the last good checkpoint in {out}; lower --lr")
+                              f"over the last good checkpoint in {out}; {NON_FINITE_CAUSES}")
         extra = {} if s.averager is None else {"averaging_state": s.averager.state_dict()}
         if s.selector is not None:  # each image's last loss: the hard images of the epochs to come
             extra["selection_state"] = s.selector.state_dict()
@@ -291,7 +317,7 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
         except NonFiniteLoss as e:
             kept = (f"the last good checkpoint (epoch {state.epoch - 1}) is kept in {out}/checkpoint.pt"
                     if (out / "checkpoint.pt").exists() else "no checkpoint was written")
-            raise CnnlabError(f"{e}: lower --lr (now {cfg.lr:g}); {kept}") from None
+            raise CnnlabError(f"{e}: {NON_FINITE_CAUSES} (--lr is {cfg.lr:g}); {kept}") from None
     if state.stopped:
         signum = stop.signum or signal.SIGTERM  # another rank's signal stopped this one
         if not main:

@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch
 from .. import __version__, checkpoints, files
 from ..network import models
 from ..errors import CnnlabError
+from . import lock
 from ..training import arithmetic
 from ..training.loop import TrainConfig, uses_channels_last
 
@@ -56,22 +58,88 @@ def machine() -> dict:
             "avx512_bf16": arithmetic.has_avx512_bf16()}
 
 
+def _refuse_used(path: Path) -> None:
+    raise CnnlabError(f"--out {path} already exists and is not empty: choose a new folder "
+                      f"so no earlier run is overwritten")
+
+
+def unstarted(path: Path) -> bool:
+    """Whether folder path holds nothing but what a run stopped before it began leaves behind
+    (its lock file, partial writes): no config.json, nothing else a run or the user wrote."""
+    return all(p.name == lock.LOCK_NAME or (p.name.startswith(".") and p.name.endswith(".tmp"))
+               for p in Path(path).iterdir())
+
+
+def _default_path(model: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, k = Path("runs") / f"{stamp}-{model}", 1
+    while path.exists():
+        k += 1
+        path = Path("runs") / f"{stamp}-{model}-{k}"
+    return path
+
+
 def plan_run_dir(out: str | None, model: str) -> Path:
     """The run folder to train into, checked but not yet created: a new or empty folder whose
     disk we may write to. An existing non-empty folder is never written into."""
-    if out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path, k = Path("runs") / f"{stamp}-{model}", 1
-        while path.exists():
-            k += 1
-            path = Path("runs") / f"{stamp}-{model}-{k}"
-    else:
-        path = Path(out)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise CnnlabError(f"--out {path} already exists and is not empty: choose a new folder "
-                              f"so no earlier run is overwritten")
+    path = _default_path(model) if out is None else Path(out)
+    if path.exists() and (not path.is_dir() or not unstarted(path)):
+        _refuse_used(path)
     files.check_writable_folder(path, "the run folder")
     return path
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run folder claimed by claim_run_dir: created (or found empty) and locked by us."""
+    path: Path
+    fd: int  # the lock's open file (lock.hold(path, fd) holds it on and releases it)
+    created: bool  # we made the folder (a refused run removes it again)
+
+
+def claim_run_dir(out: str | None, model: str) -> Claim:
+    """Create and lock the run folder in one step, before anything else is done for the run.
+
+    Two runs given the same --out cannot both have it: os.mkdir creates a folder once, and an
+    existing folder (empty, or left by a run stopped before it began: a lock file, partial
+    writes) is taken only under its lock, then checked again. The loser gets one line.
+    """
+    path = plan_run_dir(out, model)
+    files.make_folder(path.parent)
+    while True:
+        try:
+            os.mkdir(path)
+            created = True
+        except FileExistsError:
+            if out is None:  # another run took this date-time name meanwhile: take the next one
+                path = _default_path(model)
+                continue
+            if not path.is_dir():
+                _refuse_used(path)
+            created = False
+        except OSError as e:
+            raise files.write_error(e, path, f"the folder {path}") from None
+        break
+    try:
+        fd = lock.acquire(path)
+    except CnnlabError:
+        raise CnnlabError(f"--out {path} is being written by another cnnlab process (PID "
+                          f"{lock.holder(path)}): choose a new folder") from None
+    try:
+        if not unstarted(path):  # a run finished into it while we waited for its lock
+            _refuse_used(path)
+        checkpoints.remove_partial_writes(path)
+    except BaseException:
+        lock.release(path, fd)
+        raise
+    return Claim(path, fd, created)
+
+
+def unclaim(claim: Claim) -> None:
+    """Undo claim_run_dir for a refused run: the lock goes, and the folder if we made it."""
+    lock.release(claim.path, claim.fd)
+    if claim.created:
+        files.remove_if_empty(claim.path)
 
 
 def make_run_dir(path: Path) -> Path:
@@ -111,6 +179,10 @@ def read_config(run_dir: Path) -> dict:
         raise CnnlabError(f"{run_dir} does not exist: pass a run folder made by 'cnnlab train' "
                           f"(by default under runs/)")
     if not path.is_file():
+        if Path(run_dir).is_dir() and any(Path(run_dir).iterdir()) and unstarted(run_dir):  # killed while it read its data
+            raise CnnlabError(f"{run_dir} holds no run: the run started into it was stopped before it began "
+                              f"training; start it again into the same folder with: cnnlab train --out "
+                              f"{run_dir} (and the settings it was started with)")
         raise CnnlabError(f"{run_dir} is not a run folder (no config.json): pass a folder made by "
                           f"'cnnlab train'")
     try:

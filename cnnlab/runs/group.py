@@ -28,8 +28,9 @@ from ..data import dataset as data_mod
 from ..network import models
 from ..errors import CnnlabError
 from ..training.loop import TrainConfig, pick_device
-from .fit import RESUME_MAY_CHANGE, refuse_changes, resume_train, run_train
-from .folder import make_run_dir, plan_run_dir, write_json
+from ..training.seeds import MAX_SEED
+from .fit import RESUME_MAY_CHANGE, check_data_bounds, refuse_changes, resume_train, run_train
+from .folder import claim_run_dir, read_config, unclaim, write_json
 from .lock import LOCK_NAME, hold
 from .signals import Interrupted
 
@@ -45,8 +46,10 @@ def parse_seeds(text: str) -> list[int]:
         if not m or (m[2] is not None and int(m[2]) < int(m[1])):
             raise CnnlabError(f"--seeds {text!r} is not a list of seeds: write a range like 0-4, "
                               f"a list like 0,3,7, or both (0-2,9), with non-negative integers")
-        first = int(m[1])
-        seeds += range(first, (int(m[2]) if m[2] is not None else first) + 1)
+        first, last = int(m[1]), int(m[2]) if m[2] is not None else int(m[1])
+        if last > MAX_SEED:
+            raise CnnlabError(f"--seeds {text!r} names seed {last}: seeds go from 0 to {MAX_SEED} (2**32 - 1)")
+        seeds += range(first, last + 1)
     if len(set(seeds)) != len(seeds):
         raise CnnlabError(f"--seeds {text!r} names a seed twice: each seed is one run")
     return seeds
@@ -141,18 +144,23 @@ def run_group(cfg: TrainConfig, seeds: list[int], log: Callable[[str], None] = p
     cfg.validate()
     models.create(cfg.model)  # an unknown name, device, folder or dataset fails before any folder is made
     pick_device(cfg.device)
-    planned = plan_run_dir(cfg.out, f"{cfg.model}-seeds")
-    data = data_mod.load(cfg.data, strict=cfg.strict)
-    data_mod.val_count(cfg.val_size, len(data.train_y))  # a --val-size too large for the data
-    # The absolute path, so that the group resumes from any folder (as run_train does for a run).
-    where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
-    group_dir = make_run_dir(planned)
-    group = {"format": FORMAT, "kind": "cnnlab group", "seeds": seeds,
-             # The recipe without a seed: each run's seed comes from "seeds".
-             "config": {k: v for k, v in replace(cfg, out=str(group_dir), data=where).to_dict().items() if k != "seed"},
-             "data": {"source": data.source, "fingerprint": data.fingerprint}}
-    with hold(group_dir):
+    claim = claim_run_dir(cfg.out, f"{cfg.model}-seeds")  # created and locked before the data are read
+    group_dir = claim.path
+    try:
+        data = data_mod.load(cfg.data, strict=cfg.strict)
+        data_mod.val_count(cfg.val_size, len(data.train_y))  # a --val-size too large for the data
+        check_data_bounds(cfg, data)
+        # The absolute path, so that the group resumes from any folder (as run_train does for a run).
+        where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
+        group = {"format": FORMAT, "kind": "cnnlab group", "seeds": seeds,
+                 # The recipe without a seed: each run's seed comes from "seeds".
+                 "config": {k: v for k, v in replace(cfg, out=str(group_dir), data=where).to_dict().items() if k != "seed"},
+                 "data": {"source": data.source, "fingerprint": data.fingerprint}}
         _write(group_dir, group)
+    except BaseException:
+        unclaim(claim)
+        raise
+    with hold(group_dir, claim.fd):
         log(f"Training {cfg.model} with seeds {seeds_text(seeds)}, one run after another; "
             f"group folder {group_dir}")
         return _continue(group_dir, group, {}, log)
@@ -174,12 +182,44 @@ def _resume(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], 
         if data.fingerprint != group.get("data", {}).get("fingerprint"):
             raise CnnlabError(f"the data at {data.source} differ from the data {group_dir} was "
                               f"trained on: pass the original dataset with --data")
+        # The same data found elsewhere now: group.json says where, for the runs still to come.
+        group["config"]["data"] = str(Path(overrides["data"]).expanduser().resolve())
+        group["data"] = {**group.get("data", {}), "source": data.source}
+    for seed in group["seeds"]:  # before anything is counted or trained: the runs are the group's own
+        if (run_dir(group_dir, seed) / "config.json").is_file():
+            _check_member(group_dir, group, run_dir(group_dir, seed), seed)
     done = sum((run_dir(group_dir, s) / "metrics.json").is_file() for s in group["seeds"])
     if done == len(group["seeds"]):
         raise CnnlabError(f"{group_dir} has finished all {done} runs: nothing to resume; "
                           f"compare it with 'cnnlab compare {group_dir} OTHER'")
     log(f"Resuming group {group_dir}: {done} of {len(group['seeds'])} runs finished")
     return _continue(group_dir, group, overrides, log)
+
+
+# A member run's settings that may differ from the group's own: where it ran and found its data.
+MEMBER_MAY_DIFFER = RESUME_MAY_CHANGE | {"seed"}
+
+
+def _check_member(group_dir: Path, group: dict, run: Path, seed: int) -> None:
+    """Refuse a run folder in the group whose seed, recipe or data are not the group's: it is
+    another run (copied or written there by hand), and adopting it would mix it into the mean."""
+    config = read_config(run)
+    theirs = config["config"]
+    mine = base_config(group).to_dict()
+    fingerprint = group.get("data", {}).get("fingerprint")
+    what = None
+    if theirs.get("seed") != seed:
+        what = f"was trained with seed {theirs.get('seed')}, not {seed}"
+    elif fingerprint is not None and config["data"].get("fingerprint") != fingerprint:
+        what = "was trained on other data than the group"
+    else:
+        theirs = TrainConfig.from_dict(theirs).to_dict()
+        differ = sorted(k for k in mine if k not in MEMBER_MAY_DIFFER and mine[k] != theirs.get(k))
+        if differ:
+            what = f"has another recipe than the group ({', '.join(differ)} differ)"
+    if what is not None:
+        raise CnnlabError(f"{run} {what}: it is not a run of group {group_dir}; move it out of the "
+                          f"group folder and resume the group again")
 
 
 def _continue(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], None]) -> dict:
@@ -189,6 +229,8 @@ def _continue(group_dir: Path, group: dict, overrides: dict, log: Callable[[str]
     for i, seed in enumerate(seeds, 1):
         run = run_dir(group_dir, seed)
         try:
+            if (run / "config.json").is_file():
+                _check_member(group_dir, group, run, seed)
             if (run / "metrics.json").is_file():
                 continue
             if (run / "config.json").is_file():

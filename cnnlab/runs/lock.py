@@ -64,21 +64,35 @@ def _lock(path: Path, run_dir: Path, attempts: int = 20) -> int:
     raise CnnlabError(f"cannot lock the run folder {run_dir}: its lock file keeps changing; try again")
 
 
-@contextlib.contextmanager
-def hold(run_dir: Path):
-    """Hold run_dir's lock for the block, or raise a one-line CnnlabError naming the holder."""
+def acquire(run_dir: Path) -> int:
+    """Lock run_dir (its lock file is created if need be) and write our PID in it: the open,
+    locked file descriptor, for hold() or release(). A held lock: a one-line CnnlabError."""
     if fcntl is None:
-        yield
-        return
+        return -1
     path = Path(run_dir) / LOCK_NAME
     fd = _lock(path, Path(run_dir))
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def release(run_dir: Path, fd: int) -> None:
+    """Remove the lock file acquire() locked, then unlock it."""
+    if fd < 0:
+        return
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.unlink(Path(run_dir) / LOCK_NAME)  # still locked: nobody else can be holding this file
+    except OSError:
+        pass
+    os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def hold(run_dir: Path, fd: int | None = None):
+    """Hold run_dir's lock for the block, or raise a one-line CnnlabError naming the holder.
+    fd: a lock already taken with acquire() (a new run folder is claimed that way), released here."""
+    fd = acquire(run_dir) if fd is None else fd
+    try:
         yield
     finally:
-        try:
-            os.unlink(path)  # still locked: nobody else can be holding this file
-        except OSError:
-            pass
-        os.close(fd)  # releases the lock
+        release(run_dir, fd)
