@@ -32,6 +32,8 @@ def cmd_data_show(args) -> int:
     from ..files import make_folder
     from ..analysis.plots import check_target, sample_grid
     from ..text import plural
+    from ..training.seeds import check_seed
+    check_seed(args.seed)  # before the data are read
     if args.out is not None:
         check_target(args.out)  # before the data are read
     d = data_mod.load(args.data, strict=args.strict)

@@ -126,6 +126,15 @@ def crops_in(cfg: Augment, epoch: int) -> bool:
     return cfg.crop > 0 and (cfg.crop_epochs == 0 or epoch <= cfg.crop_epochs)
 
 
+def check_sizes(cfg: Augment, image_shape: tuple[int, int, int]) -> None:
+    """Refuse, in one line, a shift the (C, H, W) images cannot take: reflect padding by p pixels
+    needs p < H and p < W."""
+    _, h, w = image_shape
+    if cfg.translate >= min(h, w):
+        raise CnnlabError(f"augment.translate={cfg.translate} is not smaller than the {h}x{w} images "
+                          f"(reflect padding needs it to be): use at most {min(h, w) - 1}, e.g. 2 or 4")
+
+
 def check_crop(model: torch.nn.Module, cfg: Augment, image_shape: tuple[int, int, int]) -> None:
     """Refuse, in one line, a crop that is not smaller than the (C, H, W) images or that the model
     cannot take (a head fixed to the whole image's size): tried on one blank crop."""

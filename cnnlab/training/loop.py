@@ -29,6 +29,7 @@ from ..errors import CnnlabError
 from .losswatch import LossWatch, NonFiniteLoss
 from ..recipes.schema import Recipe, build, check
 from .schedules import lr_factor
+from .seeds import check_seed
 
 
 @dataclass
@@ -52,6 +53,7 @@ class TrainConfig(Recipe):
                                   f"got {getattr(self, name)}")
         if not self.optimizer.lr > 0 or not math.isfinite(self.optimizer.lr):
             raise CnnlabError(f"--lr must be a positive number, got {self.optimizer.lr}")
+        check_seed(self.seed)
         if self.max_steps is not None and self.max_steps < 1:
             raise CnnlabError(f"--max-steps must be a positive integer, got {self.max_steps}")
         parse_val_size(self.val_size)
@@ -209,7 +211,10 @@ def epoch_steps(cfg: TrainConfig, n: int, epoch: int) -> int:
 
 def total_steps(cfg: TrainConfig, n: int) -> int:
     """Optimizer steps in the whole run (the schedule's length): all epochs, or the step cap."""
-    steps = sum(epoch_steps(cfg, n, e) for e in range(1, cfg.epochs + 1))
+    # In closed form, not a sum over the epochs (--epochs 10000000 --max-steps 5 must not wait):
+    # the epochs before [select]'s from_epoch train on every image, the others on the same part.
+    full = min(cfg.epochs, cfg.select.from_epoch - 1) if selection.active(cfg.select) else cfg.epochs
+    steps = full * epoch_steps(cfg, n, 1) + (cfg.epochs - full) * epoch_steps(cfg, n, cfg.epochs)
     return steps if cfg.max_steps is None else min(steps, cfg.max_steps)
 
 
