@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 from ..errors import CnnlabWarning
 from .common import data_help
@@ -22,6 +23,8 @@ def cmd_evaluate(args) -> int:
     out = evaluate_run(args.run_dir, args.data, args.device, args.tta)
     if not out["same_data"]:
         warnings.warn("this data differs from the data the run was trained on (fingerprint)", CnnlabWarning)
+    if not (Path(args.run_dir) / "model.safetensors").is_file():  # an unfinished run: say which weights
+        print(f"Weights: {out['config']['weights']}")
     print(f"Test Accuracy: {out['acc']:.3f} %")
     summary = summarize(out)
     width = max(len("class"), *(len(c) for c in summary["classes"]))

@@ -21,16 +21,35 @@ from .fit import saved_arithmetic
 from .folder import read_config
 
 
+def _checkpoint_weights(path: Path) -> tuple[dict, str]:
+    """An unfinished run's weights from its checkpoint: the ones its validation used (the
+    averaged weights, with EMA or lookahead), and which they are, in words."""
+    ckpt = checkpoints.load_checkpoint(path)
+    done = len(ckpt.get("state", {}).get("history", []))
+    averaged = ckpt.get("averaging_state")
+    if isinstance(averaged, dict) and isinstance(averaged.get("weights"), dict):
+        kind = averaged.get("kind", "averaged")
+        return averaged["weights"], (f"the {kind} averaged weights of the unfinished run's checkpoint "
+                                     f"({done} epochs done), the ones its validation used")
+    return ckpt["model_state"], f"the weights of the unfinished run's checkpoint ({done} epochs done)"
+
+
 def load_run(run_dir: Path) -> tuple[dict, torch.nn.Module]:
-    """(config.json contents, model with the run's final weights) from a run folder."""
+    """(config.json contents, model with the run's final weights) from a run folder.
+
+    A finished run's weights are its model.safetensors; an unfinished one's come from its
+    checkpoint, the averaged ones where the recipe averages weights (as validation used them).
+    config["weights"] says which, in words.
+    """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     info, name = config["data"], config["config"]["model"]
     model = models.create(name, len(info["classes"]), 3, info["image_size"])
     if (run_dir / "model.safetensors").is_file():
         state = checkpoints.load_weights(run_dir / "model.safetensors")
+        config["weights"] = "the finished run's weights (model.safetensors)"
     else:
-        state = checkpoints.load_checkpoint(run_dir / "checkpoint.pt")["model_state"]
+        state, config["weights"] = _checkpoint_weights(run_dir / "checkpoint.pt")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
