@@ -245,8 +245,16 @@ def split_indices(n: int, val_size, seed: int) -> tuple[torch.Tensor, torch.Tens
     return perm[: n - val_size], perm[n - val_size:]
 
 
+# The smallest std normalize divides by: one grey level (1/255). A channel that varies less
+# (a constant one: all 0 in a blue-less dataset) would otherwise be divided by 0 and give NaN;
+# its values then stay within -255..255, and real channels (std ~0.2 on CIFAR-10) are untouched.
+STD_FLOOR = 1 / 255
+
+
 def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and (sample) std of uint8 images (N, C, H, W), in units of 0..1.
+
+    A std below STD_FLOOR (a constant channel) is raised to it, so that normalizing by it is safe.
 
     Exact: a 256-bin histogram per channel gives the integer sums of the pixels and of their
     squares, and each result is one correctly rounded division of integers (Python ints, so no
@@ -267,12 +275,13 @@ def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
         s2 = sum(k * k * m for k, m in zip(levels, counts))
         mean.append(s1 / (255 * n))
         # sum((v - mean)^2) / (n - 1) with v = k / 255, over the integers: (n s2 - s1^2) / (255^2 n (n - 1))
-        std.append(math.sqrt((n * s2 - s1 * s1) / (255 * 255 * n * max(n - 1, 1))))
+        std.append(max(math.sqrt((n * s2 - s1 * s1) / (255 * 255 * n * max(n - 1, 1))), STD_FLOOR))
     return mean, std
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 images -> float32 (x/255 - mean)/std, for a whole batch at once, keeping its layout."""
+    """uint8 images -> float32 (x/255 - mean)/std, for a whole batch at once, keeping its layout.
+    A std below STD_FLOOR counts as STD_FLOOR (never a division by zero)."""
     mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1).clamp_min(STD_FLOOR)
     return x.float().sub_(mean * 255).div_(std * 255)
