@@ -85,10 +85,13 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def read_recipe(name_or_path: str, _seen: tuple = ()) -> tuple[Recipe, Measured | None]:
+def read_recipe(name_or_path: str, _seen: tuple = (), _dir: Path | None = None) -> tuple[Recipe, Measured | None]:
     """(the recipe, its [measured] table or None) from a shipped name or a TOML file."""
-    path = _path_of(name_or_path, Path(_seen[-1]).parent if _seen else None)
-    shown = path.name if path.parent == HERE else str(path)
+    # Resolved first (.., symlinks): a base that names its own file by another spelling
+    # ("../rx/a.toml" inside rx/a.toml) is the same file, so the loop check below sees it.
+    given = _path_of(name_or_path, _dir)  # a relative base is relative to the file that names it
+    path = given.resolve()
+    shown = path.name if path.parent == HERE else str(given)
     if str(path) in _seen:
         raise CnnlabError(f"{shown}: base recipes form a loop ({' -> '.join(map(str, _seen + (path,)))})")
     table = _read_toml(path)
@@ -100,7 +103,7 @@ def read_recipe(name_or_path: str, _seen: tuple = ()) -> tuple[Recipe, Measured 
     if "base" in table:
         if not isinstance(table["base"], str):
             raise CnnlabError(f"{shown}: base must be a recipe name or a path, got {table['base']!r}")
-        base = to_dict(read_recipe(table["base"], _seen + (str(path),))[0])
+        base = to_dict(read_recipe(table["base"], _seen + (str(path),), given.parent)[0])
     fields = {k: v for k, v in table.items() if k not in FILE_ONLY}
     name = path.stem if path.parent == HERE else str(name_or_path)
     recipe = build(Recipe, {**_merge(base, fields), "recipe": name}, shown)
