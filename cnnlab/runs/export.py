@@ -163,6 +163,10 @@ def export_run(run_dir: Path, out: Path | None = None, fmt: str = "onnx", data_p
 def metadata(config: dict, run_dir: Path) -> dict[str, str]:
     """metadata_props of the exported model: strings (JSON for anything structured)."""
     info, cfg = config["data"], config["config"]
+    # No absolute path of the trainer's machine in a file handed to others: folders by name only.
+    # (A recipe given as a file is named by its file name too.)
+    cfg = {**cfg, **{k: Path(v).name for k in ("data", "out", "recipe")
+                     if isinstance(v := cfg.get(k), str) and (k != "recipe" or "/" in v or "\\" in v)}}
     recipe = cfg.get("recipe")
     return {"classes": json.dumps(info["classes"]), "model": cfg["model"],
             "recipe": recipe if isinstance(recipe, str) else json.dumps(recipe),
@@ -170,7 +174,7 @@ def metadata(config: dict, run_dir: Path) -> dict[str, str]:
             "mean": json.dumps(info["mean"]), "std": json.dumps(info["std"]),
             "input": "images: uint8 (batch, 3, H, W), RGB, 0..255; normalized inside the model",
             "output": "logits: float32 (batch, classes); softmax gives probabilities",
-            "data_fingerprint": str(info.get("fingerprint", "")), "run": str(Path(run_dir).resolve()),
+            "data_fingerprint": str(info.get("fingerprint", "")), "run": Path(run_dir).resolve().name,
             "versions": json.dumps({"cnnlab": _version(), "torch": str(torch.__version__)})}
 
 
