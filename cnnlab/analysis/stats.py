@@ -91,7 +91,17 @@ def welch(a, b) -> dict:
 
 
 def _p_text(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    """p with enough digits to fall on the same side of ALPHA as p itself (0.0496: 'p = 0.0496',
+    never 'p = 0.050' for a p that was called below 0.05)."""
+    if p < 0.001:
+        return "p < 0.001"
+    digits = next((d for d in range(3, 12) if (round(p, d) < ALPHA) == (p < ALPHA)), 12)
+    return f"p = {p:.{digits}f}"
+
+
+def _decimals(*values: float, least: int = 1, most: int = 6) -> int:
+    """The fewest decimals (at least `least`) that show each non-zero value as non-zero."""
+    return next((d for d in range(least, most) if all(round(abs(v), d) > 0 for v in values if v)), most)
 
 
 def _n_text(n_a: int, n_b: int) -> str:
@@ -118,5 +128,6 @@ def verdict(name_a: str, name_b: str, test: dict, unit: str = "points") -> str:
     low, high = test["ci95"]
     half = (high - low) / 2
     better = "better" if test["diff"] > 0 else "worse"
-    return (f"{name_b} is {better} by {abs(test['diff']):.1f} +- {half:.1f} {unit}, "
+    d = _decimals(test["diff"], half)  # a difference called real is never shown as 0.0
+    return (f"{name_b} is {better} by {abs(test['diff']):.{d}f} +- {half:.{d}f} {unit}, "
             f"{_p_text(test['p_value'])}")
