@@ -82,21 +82,26 @@ def _launch(args, given: dict) -> int:
     """--nproc N: check what can be checked here (one line, once), then start N processes."""
     from ..training.launch import launch, strip_flag
     from ..training.distributed import pick_backend
+    from ..training import selection
+    argv, run_dir = strip_flag(args.argv, "--nproc"), args.resume
     if args.resume:
         from ..runs import read_config
         from ..runs.fit import refuse_changes
         from ..training.loop import TrainConfig
-        refuse_changes(TrainConfig.from_dict(read_config(args.resume)["config"]),
-                       {k: v for k, v in given.items() if k != "precision"}, "run")
+        cfg = TrainConfig.from_dict(read_config(args.resume)["config"])
+        refuse_changes(cfg, {k: v for k, v in given.items() if k != "precision"}, "run")
     else:
         cfg = new_config(args, given).validate()
         from ..network import models
-        from ..training import selection
         models.create(cfg.model)
-        if selection.active(cfg.select):
-            raise CnnlabError(selection.ONE_PROCESS)
+        if cfg.out is None:  # the workers train into the folder named here, so every hint can name it
+            from ..runs.folder import plan_run_dir
+            argv += ["--out", str(plan_run_dir(None, cfg.model))]
+        run_dir = argv[-1] if cfg.out is None else cfg.out
+    if selection.active(cfg.select):  # said once, here, not once per process
+        raise CnnlabError(selection.ONE_PROCESS)
     pick_backend(args.dist_backend or "auto", pick_device(_device_name(args, given)))
-    return launch(args.nproc, strip_flag(args.argv, "--nproc"), args.resume)
+    return launch(args.nproc, argv, run_dir)
 
 
 def new_config(args, given: dict):

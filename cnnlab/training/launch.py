@@ -33,7 +33,8 @@ def strip_flag(argv: list[str], flag: str) -> list[str]:
 
 def launch(nproc: int, argv: list[str], resume_dir: str | None = None) -> int:
     """Run `cnnlab ARGV` in nproc processes (torchrun --standalone); the exit status of the run:
-    0, the first failed worker's status, or 128 + the signal that killed it."""
+    0, the first failed worker's status, or 128 + the signal that killed it. resume_dir: the
+    run folder the workers train into, named in what the agent says."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
@@ -61,6 +62,12 @@ def launch(nproc: int, argv: list[str], resume_dir: str | None = None) -> int:
         if any(f.exitcode > 0 for f in e.failures.values()):
             return 128 - code  # another worker said what happened (see distributed.peer_lost)
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        if resume_dir is not None and os.path.isfile(os.path.join(resume_dir, "metrics.json")):
+            # Process 0 had tested and saved the run (metrics.json is written last): nothing was lost.
+            print(f"cnnlab: error: process {rank} of {nproc} was killed by {name} after the run had "
+                  f"finished: its results are complete in {resume_dir}; there is nothing to resume",
+                  file=sys.stderr)
+            return 128 - code
         where = resume_dir or "RUN_DIR"
         print(f"cnnlab: error: process {rank} of {nproc} was killed by {name}; the others were stopped; "
               f"the last checkpoint is kept: continue with cnnlab train --resume {where} --nproc {nproc}",
