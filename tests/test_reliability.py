@@ -345,3 +345,9 @@ def test_total_steps_does_not_walk_every_epoch(monkeypatch):
     assert len(calls) <= 2
     selecting = TrainConfig(epochs=7, batch_size=10, select=Select(keep=0.5, from_epoch=3))
     assert loop.total_steps(selecting, 100) == 2 * 10 + 5 * 5  # two whole epochs, then half
+
+
+def test_a_refused_run_leaves_no_folder_it_made_above_its_own(folder, tmp_path, capsys):
+    out = tmp_path / "a" / "b" / "run"
+    assert main(train_args(folder, out, "--set", "augment.translate=32")) == 2
+    assert not (tmp_path / "a").exists()

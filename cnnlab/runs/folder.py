@@ -95,6 +95,7 @@ class Claim:
     path: Path
     fd: int  # the lock's open file (lock.hold(path, fd) holds it on and releases it)
     created: bool  # we made the folder (a refused run removes it again)
+    parents: tuple[Path, ...] = ()  # the folders above it that we made, deepest first
 
 
 def claim_run_dir(out: str | None, model: str) -> Claim:
@@ -105,6 +106,7 @@ def claim_run_dir(out: str | None, model: str) -> Claim:
     writes) is taken only under its lock, then checked again. The loser gets one line.
     """
     path = plan_run_dir(out, model)
+    parents = [a for a in path.parents if not a.exists()]  # made here, so removed again on a refusal
     files.make_folder(path.parent)
     while True:
         try:
@@ -125,6 +127,7 @@ def claim_run_dir(out: str | None, model: str) -> Claim:
     except CnnlabError:
         raise CnnlabError(f"--out {path} is being written by another cnnlab process (PID "
                           f"{lock.holder(path)}): choose a new folder") from None
+    claim = Claim(path, fd, created, tuple(parents))
     try:
         if not unstarted(path):  # a run finished into it while we waited for its lock
             _refuse_used(path)
@@ -132,14 +135,15 @@ def claim_run_dir(out: str | None, model: str) -> Claim:
     except BaseException:
         lock.release(path, fd)
         raise
-    return Claim(path, fd, created)
+    return claim
 
 
 def unclaim(claim: Claim) -> None:
     """Undo claim_run_dir for a refused run: the lock goes, and the folder if we made it."""
     lock.release(claim.path, claim.fd)
     if claim.created:
-        files.remove_if_empty(claim.path)
+        for folder in (claim.path, *claim.parents):
+            files.remove_if_empty(folder)
 
 
 def make_run_dir(path: Path) -> Path:
