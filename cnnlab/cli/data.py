@@ -70,7 +70,7 @@ def register(sub, parents) -> None:
     ds.add_argument("--strict", action="store_true", help="fail on unreadable image files instead of skipping them")
     ds.add_argument("--per-class", type=positive_int, default=10, help="images per class (default: 10)")
     ds.add_argument("--split", choices=["train", "test"], default="train", help="which split (default: train)")
-    ds.add_argument("--seed", type=int, default=0, help="which random images (default: 0)")
+    ds.add_argument("--seed", type=int, default=0, help="which random images: 0 to 4294967295 (default: 0)")
     ds.add_argument("--out", metavar="FILE",
                     help="PNG file to write; an existing file is replaced only if cnnlab wrote it "
                     "(default: runs/samples/<dataset>-<split>.png)")

@@ -152,7 +152,7 @@ def register(sub, parents) -> None:
     t.add_argument("--epochs", type=positive_int, help="passes over the training split (default: the recipe's; seed: 20)")
     t.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: the recipe's; seed: 128)")
     t.add_argument("--lr", type=positive_float, help="peak learning rate (default: the recipe's; seed: Adam 1e-3)")
-    t.add_argument("--seed", type=int, help="seed for initialization, split, batch order and augmentation (default: 0)")
+    t.add_argument("--seed", type=int, help="seed for initialization, split, batch order and augmentation: 0 to 4294967295 (default: 0)")
     t.add_argument("--val-size", type=val_size, metavar="N|P%",
                    help="training images held out for validation: a count (5000) or a percentage of the "
                    "training split (10%%); 0 validates nothing (default: the recipe's; seed: 10%%, which is "
