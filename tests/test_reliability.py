@@ -70,11 +70,12 @@ def unfinished(folder, tmp_path_factory):
 def test_a_second_writer_is_refused_before_either_reads_data(folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "X"
     other = make_image_folder(tmp_path / "B", classes=("x", "y"))
-    load, second = fit.data_mod.load, []
+    load, started, second = fit.data_mod.load, [], []
 
     def load_and_start_a_second_writer(*args, **kwargs):
         # While the first run reads its data, a second one is started into the same folder.
-        if not second:
+        if not started:
+            started.append(True)
             second.append(main(train_args(other, out)))
         return load(*args, **kwargs)
 
@@ -351,3 +352,20 @@ def test_a_refused_run_leaves_no_folder_it_made_above_its_own(folder, tmp_path, 
     out = tmp_path / "a" / "b" / "run"
     assert main(train_args(folder, out, "--set", "augment.translate=32")) == 2
     assert not (tmp_path / "a").exists()
+
+
+def test_a_second_group_into_one_folder_is_refused_before_either_reads_data(folder, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "G"
+    load, started, second = group_mod.data_mod.load, [], []
+
+    def load_and_start_a_second_group(*args, **kwargs):
+        if not started:
+            started.append(True)
+            second.append(main(train_args(folder, out, "--seeds", "0", "--max-steps", 1, "--model", "seed-bn")))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(group_mod.data_mod, "load", load_and_start_a_second_group)
+    assert main(train_args(folder, out, "--seeds", "0", "--max-steps", 1)) == 0
+    assert second == [2]
+    assert f"--out {out} is being written by another cnnlab process" in capsys.readouterr().err
+    assert json.loads((out / "group.json").read_text())["config"]["model"] == "seed"
