@@ -5,6 +5,7 @@
     cnnlab recipes [--json]                                        the shipped training recipes
     cnnlab evaluate RUN_DIR                                        test accuracy, per class, confusion, calibration
     cnnlab predict RUN_DIR IMAGE_OR_FOLDER...                      top classes of your own images
+    cnnlab inspect RUN_DIR [IMAGE...]                              filters, feature maps, Grad-CAM
     cnnlab report RUN_DIR [RUN_DIR...]                             one self-contained HTML page
     cnnlab export RUN_DIR [--out FILE]                             ONNX file for onnxruntime, checked
     cnnlab compare GROUP_A GROUP_B                                 mean, 95 % CI, Welch's t-test per group
@@ -27,9 +28,9 @@ import warnings
 
 from .. import __version__, files
 from ..errors import CnnlabError, CnnlabWarning
-from . import compare, data, evaluate, export, network, predict, recipes, report, train
+from . import compare, data, evaluate, export, inspect, network, predict, recipes, report, train
 
-COMMANDS = [train, recipes, evaluate, predict, report, compare, export, data, network]  # each module's register() adds its subcommands, in this order
+COMMANDS = [train, recipes, evaluate, predict, inspect, report, compare, export, data, network]  # each module's register() adds its subcommands, in this order
 
 
 class Parser(argparse.ArgumentParser):
