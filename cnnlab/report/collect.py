@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CnnlabError
-from . import figures
+from . import figures, inspection
 from .evaluation import FIGURES, draw, read_eval, summarize
 
 SAMPLES_PER_CLASS = 8
@@ -87,7 +87,8 @@ def _read_json(path: Path) -> dict:
 
 
 def collect(run_dir, data_path=None, device: str = "auto") -> dict:
-    """config, metrics, history, model table, evaluation summary, figures and sample strips."""
+    """config, metrics, history, model table, evaluation summary, figures, sample strips and the
+    look inside the network (its HTML, escaped: report/inspection.py)."""
     from ..runs import evaluate_run, read_config
     run_dir = Path(run_dir)
     config = read_config(run_dir)
@@ -121,4 +122,5 @@ def collect(run_dir, data_path=None, device: str = "auto") -> dict:
         "figures": pngs, "model_table": table, "notes": notes,
         "samples": samples(data.test_x, data.test_y, len(config["data"]["classes"])) if data is not None else [],
         "curves": figures.curves([(run_dir.name, history)]) if history else b"",
+        "inspect_html": inspection.section(inspection.gather(run_dir, config, data)),
     }

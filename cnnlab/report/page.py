@@ -129,6 +129,7 @@ def run_section(run: dict, anchor: str, heading: str) -> str:
         rows = [[name, ("html", img(png, f"test images of class {name}", "strip"))]
                 for name, png in zip(data["classes"], run["samples"])]
         out += ["<h3>Sample test images per class</h3>", table(["class", "images"], rows)]
+    out.append(run.get("inspect_html", ""))  # built and escaped in report/inspection.py
     if run["model_table"]:
         out += ["<h3>Model</h3>", f"<p>{esc(cfg['model'])}: the table of <code>cnnlab summary</code> "
                 f"(output shapes, parameters, multiply-adds, receptive field, size arithmetic).</p>",
