@@ -113,8 +113,8 @@ def filter_grid(weights, name: str = "conv", columns: int = 8) -> tuple[np.ndarr
     columns = max(1, min(columns, n))
     rows = [tiles[i:i + columns] for i in range(0, n, columns)]
     labels = [[f"#{i} \u00b1{scale[i]:.2g}" for i in range(j, min(j + columns, n))] for j in range(0, n, columns)]
-    title = (f"{name}: {n} filters of {c}x{kh}x{kw}; each scaled to its own range "
-             f"(grey 0, brightest +scale, darkest -scale; scale = max|w| under each)")
+    title = (f"{name}: {n} filters of {c}x{kh}x{kw}, each on its own scale: grey = 0, "
+             f"extremes = \u00b1scale (max |w|, under each)")
     canvas, corners = _compose(rows, title, cell_labels=labels)
     return canvas, [xy for row in corners for xy in row]
 
