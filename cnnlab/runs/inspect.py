@@ -127,17 +127,23 @@ def inspect_images(model: torch.nn.Module, images: torch.Tensor, mean, std, clas
 
 def right_and_wrong(model: torch.nn.Module, test_x: torch.Tensor, test_y: torch.Tensor, mean, std,
                     n_right: int = 3, n_wrong: int = 3, pool: int = 1000, seed: int = 0) -> list[int]:
-    """Indices of n_right test images the model gets right and n_wrong it gets wrong, drawn
-    with a fixed seed from the first pool test images (right ones first)."""
+    """Indices of n_right test images the model gets right and n_wrong it gets wrong (right ones
+    first), from pool test images drawn with a fixed seed over the whole split (image folders
+    list their test images class by class), of different true classes where there are enough."""
     from ..analysis.evaluate import predict_logits
     device = next(model.parameters()).device
-    x, y = test_x[:pool], test_y[:pool]
-    pred = predict_logits(model, x.to(device), mean, std, 250).argmax(1).cpu()
     rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(test_x), size=min(pool, len(test_x)), replace=False))
+    x, y = test_x[idx], test_y[idx]
+    right = (predict_logits(model, x.to(device), mean, std, 250).argmax(1).cpu() == y).numpy()
     picked = []
-    for mask, n in ((pred == y, n_right), (pred != y, n_wrong)):
-        idx = np.flatnonzero(mask.numpy())
-        picked += sorted(int(i) for i in rng.choice(idx, size=min(n, len(idx)), replace=False)) if len(idx) else []
+    for mask, n in ((right, n_right), (~right, n_wrong)):
+        order = rng.permutation(np.flatnonzero(mask))
+        seen, first, rest = set(), [], []
+        for i in order:  # one per class first, then the others
+            (rest if int(y[i]) in seen else first).append(int(idx[i]))
+            seen.add(int(y[i]))
+        picked += sorted((first + rest)[:n])
     return picked
 
 
