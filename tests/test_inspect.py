@@ -274,3 +274,22 @@ def test_report_section_escapes_names_from_the_data():
     html = section({"filters": b"png", "images": [item], "notes": [hostile], "cam_layer": "conv2"})
     assert "<img src=x" not in html
     assert html.count("&lt;img src=x onerror=alert(1)&gt; &amp; $x^2$") >= 5
+
+
+def test_default_test_images_come_from_the_whole_split_one_class_each():
+    """Image folders list test images class by class: the picks must not all come from the first classes."""
+    from cnnlab.runs.inspect import right_and_wrong
+
+    class AlwaysFirst(nn.Module):  # predicts class 0 for every image
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.cat([torch.ones(len(x), 1), torch.zeros(len(x), 9)], dim=1) + 0 * self.w
+
+    y = torch.arange(10).repeat_interleave(200)  # sorted by class, as an image folder lists them
+    x = torch.zeros(len(y), 3, 4, 4, dtype=torch.uint8)
+    picked = right_and_wrong(AlwaysFirst(), x, y, [0.5] * 3, [0.25] * 3, n_right=1, n_wrong=6)
+    assert len(picked) == 7 and int(y[picked[0]]) == 0  # the right one first
+    assert len({int(y[i]) for i in picked[1:]}) == 6  # six wrong ones of six classes
