@@ -11,5 +11,6 @@ def plural(n: int, noun: str, nouns: str | None = None) -> str:
 
 
 # How predict (and its --help) says images are fitted to the model's input.
-RESIZE_NOTE = ("images are resized so that their shorter side is the run's image size, then "
-               "the centre square is cut out (the aspect ratio is kept)")
+RESIZE_NOTE = ("images are fitted to the run's image size by the resize rule it was trained with: "
+               "crop (the shorter side resized, the centre square cut out, the aspect kept) or "
+               "squash (the whole image resized), exactly as training decoded its images")

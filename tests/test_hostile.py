@@ -61,12 +61,12 @@ def test_strict_refuses_bad_files_even_from_the_cache(salted, monkeypatch, capsy
 
 
 def test_bomb_alone_is_refused_at_pillows_limit(tmp_path, monkeypatch):
-    from cnnlab.data.imagefolder import decode_one
+    from cnnlab.data.decode import decode_one
     Image.new("RGB", (80, 80)).save(tmp_path / "big.png")
     assert decode_one(tmp_path / "big.png", 32)[0] is not None
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 6400 px: over the limit, under twice it
     arr, reason = decode_one(tmp_path / "big.png", 32)
-    assert arr is None and "DecompressionBomb" in reason
+    assert arr is None and "decompression bomb" in reason
 
 
 def test_class_folder_linking_outside_is_refused(tmp_path):

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.runs.predict import fit_square, load_image, to_rgb, walk
+from cnnlab.data.decode import fit, load_image, to_rgb
+from cnnlab.runs.predict import walk
 
 from conftest import class_image, make_image_folder
 
@@ -149,7 +150,7 @@ def test_images_become_upright_rgb_on_white():
 def test_the_shorter_side_is_resized_and_the_centre_cut_out(tmp_path):
     wide = np.zeros((32, 96, 3), dtype=np.uint8)
     wide[:, 32:64] = 255  # a white centre square between black thirds
-    out = np.asarray(fit_square(Image.fromarray(wide), 32))
+    out = np.asarray(fit(Image.fromarray(wide), 32))
     assert out.shape == (32, 32, 3) and out.min() == 255  # only the centre is kept, not squashed
     Image.fromarray(wide).save(tmp_path / "w.png")
     assert load_image(tmp_path / "w.png", 16).shape == (3, 16, 16)

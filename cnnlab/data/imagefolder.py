@@ -2,28 +2,37 @@
 
 Classes are the sorted names of the non-hidden class folders and must match between the
 splits. Hidden files and folders (.DS_Store, ._x.jpg, .ipynb_checkpoints) are ignored. Every
-image becomes RGB at size x size (grey, palette, alpha and 16-bit images are converted;
-images of another size are resized, and one warning counts them). Files that are not
-readable images (empty, truncated, not an image, over Pillow's pixel limit, or a link that
-leads outside the dataset) are skipped with one warning that names them, or refused with
-strict=True. Decoding runs in worker processes, once: data.py caches the result.
+image goes through cnnlab.data.decode, the decoder predict uses too: RGB, EXIF orientation
+applied, transparency on white, then fitted to size x size by the resize rule (crop or squash;
+one warning counts the images that were resampled). Files that are not readable images
+(empty, truncated, not an image, over Pillow's pixel limit, a link that leads outside the
+dataset or nowhere or in a loop, a FIFO, socket or device) are skipped with one warning that
+names them, or refused with strict=True. Before decoding, the decoded size is estimated and a
+set that would not fit in memory is refused. Decoding runs in worker processes, once: data.py
+caches the result.
 """
 from __future__ import annotations
 
 import difflib
+import errno
 import os
+import stat
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from . import decode as decoder
 from ..errors import CnnlabError, CnnlabWarning
 
 SPLITS = ("train", "test")
 MAX_LISTED = 20  # bad files named in the warning
+# scan()'s label for a file that is listed but not read, and why (the warning names them).
+NOT_READ = {-1: "a link outside the dataset", -2: "a link loop", -3: "a broken link",
+            -4: "not a regular file (a FIFO, socket or device)"}
+MEMORY_FACTOR = 2  # peak memory per decoded byte: the arrays and one copy (stacking, the split)
 
 
 def is_image_folder(root: Path) -> bool:
@@ -43,7 +52,9 @@ def _inside(path: Path, root: str) -> bool:
 def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
     """Classes and, per split, the (path, label) of every visible file, in sorted order.
 
-    A file whose link leads outside root is listed with label -1: decode() reports it.
+    An entry that is not read is listed with a negative label, a key of NOT_READ: a link
+    leading outside root, a link loop or a broken link, a FIFO, socket or device (opening a
+    FIFO would wait forever). Folders inside a class folder are ignored.
     """
     root = Path(root)
     real_root = os.path.realpath(root)
@@ -74,75 +85,103 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
             if not _inside(folder, real_root):
                 raise CnnlabError(f"class folder {folder} is a link to {os.path.realpath(folder)}, "
                                   f"outside the dataset {root}: copy the images in instead")
-            found = [p for p in _visible(folder.iterdir()) if p.is_file()]
-            if not found:
+            found = [(p, _label(p, label, real_root)) for p in _visible(folder.iterdir())]
+            found = [(p, y) for p, y in found if y is not None]
+            if not any(y >= 0 for _, y in found):
                 raise CnnlabError(f"class folder {folder} has no images: add images or remove the "
                                   f"folder from both splits")
-            files[split].extend((p, label if _inside(p, real_root) else -1) for p in found)
+            files[split].extend(found)
     return train_c, files
 
 
-def decode_one(path, size: int):
-    """(uint8 array (3, size, size), resized?) or (None, reason) for a file that is no image."""
+def _label(path: Path, label: int, real_root: str) -> int | None:
+    """label for a file to read, a NOT_READ key for one to skip, None for a folder (ignored)."""
     try:
-        with warnings.catch_warnings():
-            # Over Pillow's pixel limit Pillow only warns (up to twice the limit): refuse those too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _decode(path, size)
-    except Exception as e:  # noqa: BLE001 - any failure to decode one file is reported, not fatal
-        return None, f"{type(e).__name__}: {e}"
-
-
-def _decode(path, size: int):
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the top 8 bits
-            arr = np.asarray(im).astype(np.int64) >> 8
-            im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
-        if im.mode in ("P", "LA", "PA", "RGBA"):
-            im = im.convert("RGBA").convert("RGB")  # palette transparency, alpha dropped
-        rgb = im.convert("RGB")
-        resized = rgb.size != (size, size)
-        if resized:
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1), resized
+        st = path.stat()  # follows links
+    except OSError as e:
+        if not path.is_symlink():
+            return -4
+        return -2 if e.errno == errno.ELOOP else -3
+    if stat.S_ISDIR(st.st_mode):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return -4
+    return label if _inside(path, real_root) else -1
 
 
 def _decode_chunk(args):
-    paths, size = args
-    return [decode_one(p, size) for p in paths]
+    paths, size, rule = args
+    return [decoder.decode_one(p, size, rule) for p in paths]
 
 
-def decode(paths: list[Path], size: int = 32, workers: int | None = None, min_parallel: int = 2000):
-    """Decode many files; returns the per-file results of decode_one, in order.
+def decode(paths: list[Path], size: int = 32, rule: str = decoder.DEFAULT_RULE, workers: int | None = None,
+           min_parallel: int = 2000):
+    """Decode many files; returns the per-file results of decode.decode_one, in order.
 
     Below min_parallel files, starting worker processes costs more than it saves.
     """
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(paths) < min_parallel:
-        return [decode_one(p, size) for p in paths]
+        return [decoder.decode_one(p, size, rule) for p in paths]
     chunk = max(256, len(paths) // (workers * 8))
-    jobs = [(paths[i:i + chunk], size) for i in range(0, len(paths), chunk)]
+    jobs = [(paths[i:i + chunk], size, rule) for i in range(0, len(paths), chunk)]
     # spawn, not fork: the parent may hold torch's thread pools, which do not survive a fork.
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         return [r for part in pool.map(_decode_chunk, jobs) for r in part]
 
 
-def read_image_folder(root: Path, size: int = 32):
+def available_memory() -> int:
+    """Bytes this machine can still give a process: MemAvailable from /proc/meminfo (Linux),
+    else the free physical pages (os.sysconf); 0 when neither says (then nothing is refused)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def gigabytes(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+
+
+def check_memory(n: int, size: int) -> None:
+    """Refuse, before decoding, a set of n images at size x size that would not fit in memory.
+
+    The decoded set is n * 3 * size * size bytes of uint8; loading holds it and one copy at
+    its peak (MEMORY_FACTOR). The message names the largest --image-size that would fit.
+    """
+    need = n * 3 * size * size
+    available = available_memory()
+    if not available or need * MEMORY_FACTOR <= available:
+        return
+    fits = int((available / (MEMORY_FACTOR * 3 * max(n, 1))) ** 0.5)
+    hint = f"pass --image-size {fits} or smaller" if fits >= 8 else "use a machine with more memory"
+    raise CnnlabError(f"{n:,} images at {size}x{size} are {gigabytes(need)} decoded and need about "
+                      f"{gigabytes(need * MEMORY_FACTOR)} of memory to load, but {gigabytes(available)} "
+                      f"are available: {hint}, or use fewer images")
+
+
+def read_image_folder(root: Path, size: int = 32, rule: str = decoder.DEFAULT_RULE):
     """(train_x, train_y, test_x, test_y, classes, notes) with images as uint8 (N, 3, size, size).
 
     notes = {"skipped": [[path relative to root, reason], ...], "resized": count}; report()
     turns them into the warning (or, with strict, the error) each time the data are loaded.
     """
     classes, files = scan(root)
+    check_memory(sum(y >= 0 for split in SPLITS for _, y in files[split]), size)
     out = []
     bad, resized = [], 0
     for split in SPLITS:
-        outside = [p for p, y in files[split] if y < 0]
-        bad += [(p, "a link outside the dataset") for p in outside]
+        bad += [(p, NOT_READ[y]) for p, y in files[split] if y < 0]
         paths = [p for p, y in files[split] if y >= 0]
         labels = np.array([y for _, y in files[split] if y >= 0], dtype=np.int64)
-        results = decode(paths, size)
+        results = decode(paths, size, rule)
         keep = []
         for i, (arr, info) in enumerate(results):
             if arr is None:
@@ -161,7 +200,7 @@ def read_image_folder(root: Path, size: int = 32):
     return (*out, classes, notes)
 
 
-def report(root, notes: dict, size: int, strict: bool) -> None:
+def report(root, notes: dict, size: int, strict: bool, rule: str = decoder.DEFAULT_RULE) -> None:
     """Warn about (or, when strict, refuse) the files that decoding skipped or resized."""
     bad = notes.get("skipped", [])
     if bad and strict:
@@ -173,5 +212,6 @@ def report(root, notes: dict, size: int, strict: bool) -> None:
         warnings.warn(f"skipped {len(bad)} file(s) in {root} that are not readable images: {shown}{more}",
                       CnnlabWarning)
     if notes.get("resized"):
-        warnings.warn(f"resized {notes['resized']} image(s) that were not {size}x{size} to {size}x{size}",
-                      CnnlabWarning)
+        how = "shorter side resized, centre cut out" if rule == "crop" else "squashed"
+        warnings.warn(f"resized {notes['resized']} image(s) that were not {size}x{size} to {size}x{size} "
+                      f"({how}; --resize chooses)", CnnlabWarning)

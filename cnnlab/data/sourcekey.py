@@ -1,13 +1,15 @@
 """The decode cache's key: a hash of what decoding would read, by content, made cheap by an index.
 
-    key = source_key("folder", Path("data/pets"), extra="size=32")
+    key = source_key("folder", Path("data/pets"), extra=decode.identity(64, "crop"))
 
 The key covers everything that decides the decoded tensors:
   - an image folder: per split, the class names in label order, where each class folder really
     is inside the dataset (a class folder may be a link: swapping two links changes the key),
     and every visible file's name and a hash of its bytes;
   - a cifar-10-batches-py folder: the bytes of each file that is read;
-  - an archive: its bytes.
+  - an archive: its bytes;
+  - and extra: for an image folder the decoder's identity (cnnlab.data.decode.identity: the
+    resize rule, the size, Pillow's version), so a change of any of them decodes again.
 Paths enter relative to the dataset, so a moved copy keeps its key and its cache.
 
 Hashing 60,000 files on every run would cost seconds, so each file's hash (blake2b) is kept
@@ -150,8 +152,9 @@ def _add_folder(root: Path, index: Index) -> None:
 
     Visible entries, links followed. A layout that scan refuses still gets a key: decoding
     then raises scan's error, so it is never cached. A file whose link leads outside the
-    dataset is named but not read (scan skips it). One lstat per plain file: this loop is
-    what a cached run pays.
+    dataset, a FIFO, socket or device, a broken link or a link loop is named but not read
+    (scan skips it and the warning names it). One lstat per plain file: this loop is what a
+    cached run pays.
     """
     real_root = os.path.realpath(root)
     classes = None
@@ -179,6 +182,8 @@ def _add_folder(root: Path, index: Index) -> None:
                         index.add(f"{line}->{os.path.relpath(real, real_root)}", *os.path.split(real))
                     else:
                         index.lines.append(f"{line}->{real}|not read")
+                elif not os.path.isdir(path):  # a FIFO, a link loop, a broken link: named, not read
+                    index.lines.append(f"{line}|not read:{st.st_mode:o}")
 
 
 def source_key(kind: str, path: Path, cache: Path, extra: str = "", files: tuple[str, ...] = ()) -> str:
