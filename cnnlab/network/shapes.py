@@ -3,6 +3,7 @@
     conv2d_out(32, 7, padding=3)       -> 32     floor((32 + 2*3 - 1*(7-1) - 1)/1) + 1
     pool2d_out(32, 2)                  -> 16
     same_padding(7)                    -> 3
+    layer_out("pool2", pool2d_out, 1, 2)  -> ValueError "pool2 (input 1x1): pool kernel 2 ..."
 
 The rules are PyTorch's, checked against nn.Conv2d / nn.MaxPool2d / nn.AvgPool2d by property
 tests (tests/test_shapes.py). Wherever a size, kernel, stride, padding or dilation is accepted
@@ -128,3 +129,13 @@ def _same_padding_1d(kernel, stride, dilation):
     if total % 2 == 0:
         return total // 2
     return (total // 2, total - total // 2)
+
+
+def layer_out(name: str, rule, n: Size, *args, **kwargs):
+    """rule(n, *args, **kwargs) (conv2d_out or pool2d_out) for the layer called name: a model
+    computing its sizes this way refuses an input too small for it by naming the layer."""
+    try:
+        return rule(n, *args, **kwargs)
+    except ValueError as e:
+        shown = "x".join(map(str, n)) if isinstance(n, (tuple, list)) else f"{n}x{n}"
+        raise ValueError(f"{name} (input {shown}): {e}") from None

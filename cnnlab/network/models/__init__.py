@@ -39,7 +39,9 @@ def create(name: str, num_classes: int = 10, in_channels: int = 3, image_size=32
     try:
         return MODELS[name](num_classes, in_channels, image_size)
     except ValueError as e:  # the shape arithmetic refused this input size
-        raise CnnlabError(f"model {name} cannot take {image_size}x{image_size} inputs: {e}") from None
+        shown = "x".join(map(str, image_size)) if isinstance(image_size, (tuple, list)) else f"{image_size}x{image_size}"
+        raise CnnlabError(f"model {name} cannot take {shown} inputs: {e}; use a larger --image-size "
+                          f"or a model that pools less") from None
 
 
 def count_params(model: nn.Module) -> int:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..shapes import conv2d_out, pool2d_out
+from ..shapes import conv2d_out, layer_out, pool2d_out
 
 WHITEN_EPS = 5e-4  # added to each eigenvalue: keeps the noise-only directions from exploding
 
@@ -138,9 +138,9 @@ class FastNet(nn.Module):
         chans = (c_white, *self.widths)
         self.blocks = nn.Sequential(*(Block(a, b, convs) for a, b in zip(chans[:-1], chans[1:])))
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        hw = conv2d_out(hw, whiten_kernel, whiten_stride)
-        for _ in self.blocks:
-            hw = pool2d_out(hw, 2)
+        hw = layer_out("whiten", conv2d_out, hw, whiten_kernel, whiten_stride)
+        for i, _ in enumerate(self.blocks):
+            hw = layer_out(f"blocks.{i}.pool", pool2d_out, hw, 2)
         self.final_hw = hw  # the final map at image_size: (3, 3) at 32 pixels
         # One window over the whole final map, whatever the image size (smaller crops train the
         # first epochs in some recipes): at image_size, nn.MaxPool2d(final_hw).

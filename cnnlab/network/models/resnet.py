@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..shapes import conv2d_out
+from ..shapes import conv2d_out, layer_out
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -48,7 +48,7 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU()
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        hw = conv2d_out(hw, 3, 1, 1)
+        hw = layer_out("conv1", conv2d_out, hw, 3, 1, 1)
         stages, cin = [], 64
         for i, (n, cout) in enumerate(zip(blocks, (64, 128, 256, 512))):
             stride = 1 if i == 0 else 2
@@ -56,7 +56,7 @@ class ResNet(nn.Module):
             for j in range(n):
                 layers.append(BasicBlock(cin, cout, stride if j == 0 else 1))
                 cin = cout
-            hw = conv2d_out(hw, 3, stride, 1)
+            hw = layer_out(f"layer{i + 1}", conv2d_out, hw, 3, stride, 1)
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.pool = nn.AvgPool2d(hw)  # kuangliu: avg_pool2d(out, 4) on 32x32 inputs

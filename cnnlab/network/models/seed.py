@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..shapes import conv2d_out, pool2d_out
+from ..shapes import conv2d_out, layer_out, pool2d_out
 
 
 class SeedNet(nn.Module):
@@ -43,9 +43,9 @@ class SeedNet(nn.Module):
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-        for conv, p in ((self.conv1, self.pool1), (self.conv2, self.pool2)):
-            h, w = conv2d_out((h, w), conv.kernel_size, conv.stride, padding, conv.dilation)
-            h, w = pool2d_out((h, w), p.kernel_size, p.stride)
+        for i, conv, p in ((1, self.conv1, self.pool1), (2, self.conv2, self.pool2)):
+            h, w = layer_out(f"conv{i}", conv2d_out, (h, w), conv.kernel_size, conv.stride, padding, conv.dilation)
+            h, w = layer_out(f"pool{i}", pool2d_out, (h, w), p.kernel_size, p.stride)
         self.fc = nn.Linear(c2 * h * w, num_classes)
         # Max pooling commutes with ReLU (see forward); after BN or with mean pooling it still
         # would for max, but the report's order conv -> ReLU -> pool is kept where it differs.
@@ -64,10 +64,10 @@ class SeedNet(nn.Module):
         # suite checks it) with the ReLU on 4x fewer pixels: about 30 % faster per step on the CPU.
         return relu(pool(x)) if self.pool_first else pool(relu(x))
 
-    def forward(self, x):                                            # (B, 3, 32, 32)
-        x = self._block(x, self.conv1, self.bn1, self.relu1, self.pool1)  # (B, 16, 16, 16)
-        x = self._block(x, self.conv2, self.bn2, self.relu2, self.pool2)  # (B, 32, 8, 8)
-        x = self.flatten(x)                                          # (B, 2048)
+    def forward(self, x):                                            # (B, 3, H, W), e.g. 32x32
+        x = self._block(x, self.conv1, self.bn1, self.relu1, self.pool1)  # (B, 16, H/2, W/2)
+        x = self._block(x, self.conv2, self.bn2, self.relu2, self.pool2)  # (B, 32, H/4, W/4)
+        x = self.flatten(x)                                          # (B, 32*H/4*W/4): 2048 at 32
         if self.dropout is not None:
             x = self.dropout(x)
         return self.fc(x)                                            # (B, classes): logits
