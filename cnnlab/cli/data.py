@@ -6,9 +6,25 @@ from pathlib import Path
 
 from .common import DATA_HELP, positive_int
 
+
+def _load(args):
+    """The dataset as the flags say, or (data show --run) as the run decoded it: its data, size, rule."""
+    from ..data import dataset as data_mod, decode
+    path, size, rule = args.data, args.image_size, args.resize
+    if getattr(args, "run", None) is not None:
+        from ..errors import CnnlabError
+        from ..runs import default_data, read_config
+        if size is not None or rule is not None:
+            raise CnnlabError("--run shows the images at the run's own size and resize rule: "
+                              "drop --image-size and --resize")
+        config = read_config(args.run)
+        size, rule = decode.recorded(config)
+        path = path if path is not None else default_data(config)
+    return data_mod.load(path, size=size or 32, strict=args.strict, resize=rule or decode.DEFAULT_RULE)
+
+
 def cmd_data_info(args) -> int:
-    from ..data import dataset as data_mod
-    d = data_mod.load(args.data, strict=args.strict)
+    d = _load(args)
     counts = {split: [int((y == c).sum()) for c in range(len(d.classes))]
               for split, y in (("train", d.train_y), ("test", d.test_y))}
     if args.json:
@@ -36,7 +52,7 @@ def cmd_data_show(args) -> int:
     check_seed(args.seed)  # before the data are read
     if args.out is not None:
         check_target(args.out)  # before the data are read
-    d = data_mod.load(args.data, strict=args.strict)
+    d = _load(args)
     out = Path(args.out) if args.out is not None else data_mod.samples_path(d.source, args.split)
     if args.out is None:
         make_folder(out.parent)
@@ -63,11 +79,16 @@ def register(sub, parents) -> None:
     di.add_argument("--data", metavar="PATH", help=DATA_HELP)
     di.add_argument("--json", action="store_true", help="machine-readable output")
     di.add_argument("--strict", action="store_true", help="fail on unreadable image files instead of skipping them")
+    _decoding_flags(di)
     di.set_defaults(func=cmd_data_info)
     ds = dsub.add_parser("show", parents=parents, help="save a grid of sample images per class",
                          description="Save a PNG grid with one labelled row of sample images per class.")
     ds.add_argument("--data", metavar="PATH", help=DATA_HELP)
     ds.add_argument("--strict", action="store_true", help="fail on unreadable image files instead of skipping them")
+    _decoding_flags(ds)
+    ds.add_argument("--run", metavar="RUN_DIR",
+                    help="show the images as this run was trained on them: its data (unless --data), "
+                    "its image size and resize rule")
     ds.add_argument("--per-class", type=positive_int, default=10, help="images per class (default: 10)")
     ds.add_argument("--split", choices=["train", "test"], default="train", help="which split (default: train)")
     ds.add_argument("--seed", type=int, default=0, help="which random images: 0 to 4294967295 (default: 0)")
@@ -75,3 +96,11 @@ def register(sub, parents) -> None:
                     help="PNG file to write; an existing file is replaced only if cnnlab wrote it "
                     "(default: runs/samples/<dataset>-<split>.png)")
     ds.set_defaults(func=cmd_data_show)
+
+
+def _decoding_flags(parser) -> None:
+    parser.add_argument("--image-size", type=positive_int, metavar="N",
+                        help="image folders: decode to N x N, as 'cnnlab train --image-size N' does (default: 32)")
+    parser.add_argument("--resize", choices=["crop", "squash"],
+                        help="image folders: crop (shorter side resized, centre cut out) or squash "
+                        "(default: crop)")

@@ -8,7 +8,7 @@ from .common import DATA_HELP, positive_float, positive_int, say, val_size
 
 # Flags that set one recipe field (dotted key) and flags of the run itself.
 RECIPE_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "optimizer.lr",
-                "val_size": "val_size"}
+                "val_size": "val_size", "image_size": "image_size", "resize": "resize"}
 RUN_FLAGS = ["seed", "device", "data", "max_steps", "eval_batch_size", "channels_last", "compile", "precision",
              "strict"]
 
@@ -148,6 +148,13 @@ def register(sub, parents) -> None:
                    help="override any recipe setting by its dotted key, e.g. --set optimizer.momentum=0.8 "
                    "--set augment.flip=random (repeatable; keys as in the recipe files)")
     t.add_argument("--data", metavar="PATH", help=DATA_HELP)
+    t.add_argument("--image-size", type=positive_int, metavar="N",
+                   help="image folders: train on N x N images, e.g. 64, 96, 128 or 224; the run records it and "
+                   "evaluate, predict, report and export use it (default: the recipe's, 32; CIFAR-10 is 32)")
+    t.add_argument("--resize", choices=["crop", "squash"],
+                   help="image folders: how images of another size become N x N: crop resizes the shorter "
+                   "side and cuts out the centre (the aspect is kept), squash stretches the whole image; "
+                   "recorded, and predict uses the same (default: the recipe's, crop)")
     t.add_argument("--model", help="model name, see 'cnnlab models' (default: the recipe's; seed: seed)")
     t.add_argument("--epochs", type=positive_int, help="passes over the training split (default: the recipe's; seed: 20)")
     t.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: the recipe's; seed: 128)")

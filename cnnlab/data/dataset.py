@@ -6,6 +6,7 @@ folder, which may be read-only), keyed by a fingerprint of the source files. Lat
 read the cache in a fraction of a second.
 
     data = load()            # $CNNLAB_DATA, ./data, ../shared/datasets/cifar10-jpeg, download
+    data = load("pets/", size=96, resize="crop")   # an image folder at 96x96 (see decode.py)
     train_idx, val_idx = split_indices(len(data.train_y), val_size="10%", seed=0)  # or a count
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from .. import checkpoints, files
-from . import cifar, imagefolder, sourcekey
+from . import cifar, decode, imagefolder, sourcekey
 from ..errors import CnnlabError, CnnlabWarning
 
 CACHE_FORMAT = 2  # 2: keyed by content (sourcekey.py)
@@ -110,14 +111,17 @@ def resolve(path: Path | str | None = None, download: bool = True,
     return Source("archive", cifar.download(candidates[0], spec))
 
 
-def source_fingerprint(src: Source, size: int, spec: cifar.CifarSpec = cifar.OFFICIAL) -> str:
-    """The cache key: a hash of the content (and, for a folder, the labels) decoding would read.
+def source_fingerprint(src: Source, size: int, spec: cifar.CifarSpec = cifar.OFFICIAL,
+                       resize: str = decode.DEFAULT_RULE) -> str:
+    """The cache key: a hash of the content (and, for a folder, the labels) decoding would read,
+    and for a folder the decoder's identity (resize rule, size, Pillow's version).
 
     See sourcekey.py: content hashes are kept in an index in the cache folder, so an unchanged
     source costs one stat per file.
     """
     checks = json.dumps([spec.archive_md5, sorted(spec.checked.items())])
-    extra = f"cnnlab-cache-{CACHE_FORMAT}|{size}|{checks if src.kind != 'folder' else ''}"
+    how = decode.identity(size, resize) if src.kind == "folder" else checks
+    extra = f"cnnlab-cache-{CACHE_FORMAT}|{size}|{how}"
     return sourcekey.source_key(src.kind, src.path, cache_dir(), extra, tuple(sorted(spec.checked)))
 
 
@@ -129,15 +133,13 @@ def content_fingerprint(tensors: dict[str, torch.Tensor], classes: list[str]) ->
     return h.hexdigest()
 
 
-def _decode(src: Source, size: int, spec: cifar.CifarSpec):
+def _decode(src: Source, size: int, spec: cifar.CifarSpec, resize: str):
     """(train_x, train_y, test_x, test_y, classes, notes) from any kind of source."""
     if src.kind == "folder":
-        return imagefolder.read_image_folder(src.path, size)
+        return imagefolder.read_image_folder(src.path, size, resize)
     folder = src.path
     if src.kind == "archive":
         folder = cifar.extract(src.path, _extract_dir(src.path), spec)
-    if size != 32:
-        raise CnnlabError(f"CIFAR-10 images are 32x32, got --image-size {size}: use 32")
     return (*cifar.read_batches(folder, spec), {})
 
 
@@ -148,14 +150,27 @@ def _extract_dir(archive: Path) -> Path:
 
 
 def load(path=None, size: int = 32, strict: bool = False, download: bool = True,
-         spec: cifar.CifarSpec = cifar.OFFICIAL) -> ImageData:
-    """Every image of the dataset as uint8 tensors, from the cache when the source is unchanged."""
+         spec: cifar.CifarSpec = cifar.OFFICIAL, resize: str = decode.DEFAULT_RULE) -> ImageData:
+    """Every image of the dataset as uint8 tensors, from the cache when the source is unchanged.
+
+    An image folder is decoded at size x size by the resize rule (cnnlab.data.decode: crop or
+    squash); CIFAR-10 is 32 x 32 and takes no other size.
+    """
+    try:
+        decode.check_rule(resize)
+    except ValueError as e:
+        raise CnnlabError(f"{e}: --resize crop keeps the aspect, squash keeps the whole image") from None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise CnnlabError(f"--image-size must be a positive integer, got {size!r}")
     src = resolve(path, download, spec)
-    key = source_fingerprint(src, size, spec)
+    if src.kind != "folder" and size != 32:
+        raise CnnlabError(f"CIFAR-10 images are 32x32, got --image-size {size}: drop --image-size "
+                          f"(or use 32); it sets the size of an image folder's images")
+    key = source_fingerprint(src, size, spec, resize)
     cache = cache_dir() / f"{key[:32]}.safetensors"
     cached = _read_cache(cache)
     if cached is None:
-        train_x, train_y, test_x, test_y, classes, notes = _decode(src, size, spec)
+        train_x, train_y, test_x, test_y, classes, notes = _decode(src, size, spec, resize)
         tensors = {"train_x": torch.from_numpy(np.ascontiguousarray(train_x)),
                    "train_y": torch.from_numpy(train_y), "test_x": torch.from_numpy(np.ascontiguousarray(test_x)),
                    "test_y": torch.from_numpy(test_y)}
@@ -165,7 +180,7 @@ def load(path=None, size: int = 32, strict: bool = False, download: bool = True,
             cache = None
         cached = tensors, meta
     tensors, meta = cached
-    imagefolder.report(src.path, meta.get("notes", {}), size, strict)
+    imagefolder.report(src.path, meta.get("notes", {}), size, strict, resize)
     return ImageData(tensors["train_x"], tensors["train_y"], tensors["test_x"], tensors["test_y"],
                      meta["classes"], str(src.path.resolve()), meta["fingerprint"],
                      str(cache) if cache is not None else "")

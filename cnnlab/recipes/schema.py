@@ -125,6 +125,11 @@ class Recipe:
     batch_size: int = _f(128, "images per optimizer step", min=1)
     val_size: int | str = _f("10%", "held out for validation: a count, or a percentage of the training split",
                              min=0)
+    image_size: int = _f(32, "image folders: the side of the square images the model sees (CIFAR-10: 32)",
+                         min=1)
+    resize: Literal["crop", "squash"] = _f(
+        "crop", "image folders: how other sizes become image_size squares: crop (shorter side resized, "
+        "centre cut out, the aspect kept) or squash (the whole image stretched)")
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing", min=0, lt=1)
     tta: Literal["none", "flip", "flip-shift"] = _f("none", "test-time augmentation of the final test")
     eval_precision: Literal["fp32", "train"] = _f(

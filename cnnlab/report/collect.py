@@ -53,13 +53,14 @@ def model_table(config: dict) -> str:
 
 def _load_data(config: dict, data_path):
     """The run's dataset, or (None, why not); never downloads."""
-    from ..data import dataset as data_mod
+    from ..data import dataset as data_mod, decode
     from ..runs import default_data
     where = data_path if data_path is not None else default_data(config)
+    size, rule = decode.recorded(config)  # the pixels the run was trained and tested on
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # skipped-file notes were shown when it was trained
-            data = data_mod.load(where, download=False)
+            data = data_mod.load(where, size=size, download=False, resize=rule)
     except CnnlabError as e:
         return None, str(e)
     if data.classes != config["data"]["classes"]:

@@ -180,13 +180,14 @@ def metadata(config: dict, run_dir: Path) -> dict[str, str]:
 
 def _check_images(config: dict, data_path, check_all: bool):
     """(uint8 images, labels or None, 'test' | 'random', note) for the check on export."""
-    from ..data import dataset as data_mod
+    from ..data import dataset as data_mod, decode
     info = config["data"]
     path = data_path if data_path is not None else (info.get("source") or config["config"].get("data"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # skipped files were reported when the run trained
-            data = data_mod.load(path, size=info["image_size"], download=False)
+            size, rule = decode.recorded(config)  # the run's own decoding
+            data = data_mod.load(path, size=size, download=False, resize=rule)
         if data.classes != info["classes"]:
             raise CnnlabError(f"its classes {data.classes} differ from the run's")
         if len(data.test_y) == 0:

@@ -16,7 +16,7 @@ import torch
 
 from ..training import allocator, arithmetic, augment, distributed, optim
 from .. import checkpoints, files
-from ..data import dataset as data_mod
+from ..data import dataset as data_mod, decode
 from ..network import models
 from ..errors import CnnlabError
 from ..data.dataset import normalize
@@ -97,7 +97,8 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     checked before the run folder is made, so a refused run leaves nothing behind.
     """
     cfg.validate()
-    models.create(cfg.model)  # an unknown name fails before any data is read
+    # An unknown name, or a size too small for the model's layers, fails before any data is read.
+    models.create(cfg.model, image_size=cfg.image_size)
     device = distributed.local_device(pick_device(cfg.device))
     main = distributed.is_main()  # several processes: rank 0 alone prints and writes
     log = log if main else quiet
@@ -107,7 +108,7 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     out = claim.path
     try:
         allocator.reuse_step_buffers()  # before the data: their copies, the whitening and tests too
-        data = data_mod.load(cfg.data, strict=cfg.strict)
+        data = data_mod.load(cfg.data, size=cfg.image_size, strict=cfg.strict, resize=cfg.resize)
         distributed.same_as_main(data.fingerprint, f"the data at {data.source}")
         n_val = data_mod.val_count(cfg.val_size, len(data.train_y))
         n_train = len(data.train_y) - n_val
@@ -209,7 +210,8 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
     device = distributed.local_device(pick_device(cfg.device))
     arith, change = arithmetic.for_resume(saved_arithmetic(config), device, precision)
     cfg = replace(cfg, channels_last=arith["memory_format"] == "channels_last")
-    data = data_mod.load(cfg.data, strict=cfg.strict)
+    size, rule = decode.recorded(config)  # runs from before the rule was recorded: their own
+    data = data_mod.load(cfg.data, size=size, strict=cfg.strict, resize=rule)
     if data.fingerprint != config["data"]["fingerprint"]:
         raise CnnlabError(f"the data at {data.source} differ from the data {run_dir} was trained on "
                           f"(fingerprint {data.fingerprint[:12]} vs {config['data']['fingerprint'][:12]}): "

@@ -163,7 +163,7 @@ def write_json(path: Path, obj) -> None:
 def describe(cfg: TrainConfig, data, d, device, model) -> dict:
     """config.json: the resolved configuration and what the run was trained on."""
     info = {"source": data.source, "fingerprint": data.fingerprint, "classes": data.classes,
-            "image_size": data.train_x.shape[-1], "mean": d.mean, "std": d.std,
+            "image_size": data.train_x.shape[-1], "resize": cfg.resize, "mean": d.mean, "std": d.std,
             "train": len(d.train_y), "val": len(d.val_y), "test": len(d.test_y)}
     arith = arithmetic.resolve(cfg.precision, uses_channels_last(cfg), device)
     return {"config": cfg.to_dict(), "data": info, "device": str(device),

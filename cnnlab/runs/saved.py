@@ -12,7 +12,7 @@ import torch
 
 from ..training import arithmetic
 from .. import checkpoints
-from ..data import dataset as data_mod
+from ..data import dataset as data_mod, decode
 from ..network import models
 from ..errors import CnnlabError
 from ..analysis.evaluate import TTA_MODES, predict_logits
@@ -96,7 +96,8 @@ def evaluate_run(run_dir: Path, data_path=None, device: str = "auto", tta: str |
     if tta not in TTA_MODES:
         raise CnnlabError(f"--tta {tta!r} is unknown: choose one of {', '.join(TTA_MODES)}")
     dev, channels_last = place(model, config, device)
-    data = data_mod.load(data_path if data_path is not None else default_data(config))
+    size, rule = decode.recorded(config)  # the size and resize rule the run was trained with
+    data = data_mod.load(data_path if data_path is not None else default_data(config), size=size, resize=rule)
     if data.classes != info["classes"]:
         raise CnnlabError(f"the data's classes {data.classes} differ from the run's "
                           f"{info['classes']}: pass the dataset the run was trained on with --data")

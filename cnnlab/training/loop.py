@@ -79,6 +79,8 @@ class TrainConfig(Recipe):
         d = dict(d)
         if "optimizer" not in d and "lr" in d:
             d["optimizer"] = {"lr": d["lr"]}
+        if "resize" not in d:  # a run from before the rule was recorded: its image folder was squashed
+            d["resize"] = "squash"
         return build(cls, d, "config.json", lenient=True)
 
 
