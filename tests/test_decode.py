@@ -178,3 +178,16 @@ def test_cifar_takes_no_other_size(fake_archive):
     archive, spec, _ = fake_archive
     with pytest.raises(CnnlabError, match="CIFAR-10 images are 32x32, got --image-size 64"):
         data.load(archive, size=64, spec=spec)
+
+
+def test_data_commands_decode_at_a_size_or_as_a_run_did(tmp_path, capsys):
+    folder = legacy_folder(tmp_path / "data")
+    assert main(["data", "info", "--data", str(folder), "--image-size", "48", "--resize", "squash"]) == 0
+    assert "3x48x48 uint8" in capsys.readouterr().out
+    run = tmp_path / "run"
+    shutil.copytree(OLD_RUN, run)
+    png = tmp_path / "grid.png"
+    assert main(["data", "show", "--run", str(run), "--data", str(folder), "--split", "test", "--out", str(png)]) == 0
+    assert Image.open(png).size[0] > 0
+    assert main(["data", "show", "--run", str(run), "--image-size", "64", "--out", str(png)]) == 2
+    assert "drop --image-size" in capsys.readouterr().err

@@ -93,7 +93,7 @@ def _launch(args, given: dict) -> int:
     else:
         cfg = new_config(args, given).validate()
         from ..network import models
-        models.create(cfg.model)
+        models.create(cfg.model, image_size=cfg.image_size)  # an input too small for it: refused here
         if cfg.out is None:  # the workers train into the folder named here, so every hint can name it
             from ..runs.folder import plan_run_dir
             argv += ["--out", str(plan_run_dir(None, cfg.model))]

@@ -12,6 +12,7 @@ import html
 import time
 
 from .. import __version__
+from ..data.decode import recorded
 from .style import CSS
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -142,7 +143,7 @@ def run_section(run: dict, anchor: str, heading: str) -> str:
     counts = ", ".join(f"{k} {data.get(k)}" for k in ("train", "val", "test") if k in data)
     out += ["<h3>Data</h3>", kv([("source", data.get("source", "-")), ("fingerprint", data.get("fingerprint", "-")),
             ("classes", ", ".join(data["classes"])), ("images", counts),
-            ("image size", f"{data.get('image_size')} x {data.get('image_size')}"),
+            ("image size", "{0} x {0}, resized by {1}".format(*recorded(config))),
             ("mean / std", f"{_floats(data.get('mean'))} / {_floats(data.get('std'))}")])]
     machine = config.get("machine") or {}
     out += ["<h3>Machine, versions and times</h3>", kv(
