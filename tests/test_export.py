@@ -86,6 +86,7 @@ def test_trained_run_exports_with_the_same_predictions_on_its_test_set(seed_run,
     named = {**config["config"], "data": Path(config["config"]["data"]).name, "out": seed_run.name}
     assert meta["model"] == "seed" and json.loads(meta["config"]) == named
     assert json.loads(meta["mean"]) == config["data"]["mean"] and "recipe" in meta
+    assert json.loads(meta["image_size"]) == 32 and meta["resize"] == config["data"]["resize"] == "crop"
     assert onnx.load(str(seed_run / "model.onnx")).producer_name == "cnnlab"
 
 

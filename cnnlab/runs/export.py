@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoints, files
+from ..data import decode
 from ..errors import CnnlabError
 
 FORMATS = ("onnx",)
@@ -171,8 +172,11 @@ def metadata(config: dict, run_dir: Path) -> dict[str, str]:
     return {"classes": json.dumps(info["classes"]), "model": cfg["model"],
             "recipe": recipe if isinstance(recipe, str) else json.dumps(recipe),
             "config": json.dumps(cfg), "image_size": json.dumps(info["image_size"]),
+            "resize": decode.recorded(config)[1],  # how the run fitted images to image_size (see input)
             "mean": json.dumps(info["mean"]), "std": json.dumps(info["std"]),
-            "input": "images: uint8 (batch, 3, H, W), RGB, 0..255; normalized inside the model",
+            "input": "images: uint8 (batch, 3, H, W), RGB, 0..255, H = W = image_size: EXIF orientation "
+                     "applied, transparency on white, then fitted by resize (crop: shorter side to "
+                     "image_size, centre cut out; squash: whole image resized); normalized inside the model",
             "output": "logits: float32 (batch, classes); softmax gives probabilities",
             "data_fingerprint": str(info.get("fingerprint", "")), "run": Path(run_dir).resolve().name,
             "versions": json.dumps({"cnnlab": _version(), "torch": str(torch.__version__)})}
@@ -180,7 +184,7 @@ def metadata(config: dict, run_dir: Path) -> dict[str, str]:
 
 def _check_images(config: dict, data_path, check_all: bool):
     """(uint8 images, labels or None, 'test' | 'random', note) for the check on export."""
-    from ..data import dataset as data_mod, decode
+    from ..data import dataset as data_mod
     info = config["data"]
     path = data_path if data_path is not None else (info.get("source") or config["config"].get("data"))
     try:
