@@ -176,7 +176,7 @@ def test_sizes_a_model_cannot_take_are_refused_naming_the_layer(tmp_path, capsys
 
 def test_cifar_takes_no_other_size(fake_archive):
     archive, spec, _ = fake_archive
-    with pytest.raises(CnnlabError, match="CIFAR-10 images are 32x32, got --image-size 64"):
+    with pytest.raises(CnnlabError, match="CIFAR-10 images are 32x32, not 64x64: --image-size"):
         data.load(archive, size=64, spec=spec)
 
 

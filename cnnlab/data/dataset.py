@@ -164,8 +164,8 @@ def load(path=None, size: int = 32, strict: bool = False, download: bool = True,
         raise CnnlabError(f"--image-size must be a positive integer, got {size!r}")
     src = resolve(path, download, spec)
     if src.kind != "folder" and size != 32:
-        raise CnnlabError(f"CIFAR-10 images are 32x32, got --image-size {size}: drop --image-size "
-                          f"(or use 32); it sets the size of an image folder's images")
+        raise CnnlabError(f"CIFAR-10 images are 32x32, not {size}x{size}: --image-size sets the size of "
+                          f"an image folder's images; drop it (or use 32) for CIFAR-10")
     key = source_fingerprint(src, size, spec, resize)
     cache = cache_dir() / f"{key[:32]}.safetensors"
     cached = _read_cache(cache)
