@@ -191,3 +191,25 @@ def test_data_commands_decode_at_a_size_or_as_a_run_did(tmp_path, capsys):
     assert Image.open(png).size[0] > 0
     assert main(["data", "show", "--run", str(run), "--image-size", "64", "--out", str(png)]) == 2
     assert "drop --image-size" in capsys.readouterr().err
+
+
+def test_train_records_the_size_and_rule_and_a_resume_keeps_them(tmp_path, capsys):
+    root = make_image_folder(tmp_path / "d", classes=("a", "b"), n_train=8, n_test=2, size=24)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--image-size", "16", "--resize", "squash", "--max-steps", "1",
+                 "--epochs", "1", "--batch-size", "8", "--val-size", "0", "--device", "cpu", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert decode.recorded(config) == (16, "squash") and config["config"]["image_size"] == 16
+    assert config["data"]["fingerprint"] == data.load(root, size=16, resize="squash").fingerprint
+    assert main(["train", "--resume", str(run), "--image-size", "32"]) == 2
+    assert "--image-size 32 differs from the run's 16" in capsys.readouterr().err
+
+
+def test_recipe_files_take_the_size_and_rule(tmp_path):
+    from cnnlab.recipes import load_recipe
+    (tmp_path / "r.toml").write_text('model = "fast-s"\nimage_size = 96\nresize = "squash"\n')
+    r = load_recipe(str(tmp_path / "r.toml"))
+    assert (r.image_size, r.resize) == (96, "squash")
+    (tmp_path / "bad.toml").write_text('resize = "stretch"\n')
+    with pytest.raises(CnnlabError, match="resize must be one of crop, squash, got 'stretch'"):
+        load_recipe(str(tmp_path / "bad.toml"))
