@@ -76,11 +76,9 @@ class TrainConfig(Recipe):
     def from_dict(cls, d: dict) -> "TrainConfig":
         """The config saved in a run's config.json. Keys from other versions are ignored; a
         config from before recipes (flat, with lr) is the report's recipe with its values."""
-        d = dict(d)
+        d = {"resize": "squash", **d}  # a run from before the rule was recorded squashed its images
         if "optimizer" not in d and "lr" in d:
             d["optimizer"] = {"lr": d["lr"]}
-        if "resize" not in d:  # a run from before the rule was recorded: its image folder was squashed
-            d["resize"] = "squash"
         return build(cls, d, "config.json", lenient=True)
 
 
