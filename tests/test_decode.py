@@ -203,6 +203,13 @@ def test_train_records_the_size_and_rule_and_a_resume_keeps_them(tmp_path, capsy
     assert config["data"]["fingerprint"] == data.load(root, size=16, resize="squash").fingerprint
     assert main(["train", "--resume", str(run), "--image-size", "32"]) == 2
     assert "--image-size 32 differs from the run's 16" in capsys.readouterr().err
+    from cnnlab.runs import load_run
+    from cnnlab.runs.inspect import _read_images, test_images
+    config, model = load_run(run)
+    x, _, _ = test_images(config, model, n_right=2, n_wrong=2)  # inspect's figures: the run's pixels too
+    assert x.shape[1:] == (3, 16, 16)
+    one = next((root / "test" / "a").iterdir())
+    assert torch.equal(_read_images([one], 16, "squash")[0][0], torch.from_numpy(decode.load_image(one, 16, "squash")))
 
 
 def test_recipe_files_take_the_size_and_rule(tmp_path):

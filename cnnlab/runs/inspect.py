@@ -29,6 +29,7 @@ import torch
 
 from ..analysis import inspect as look
 from ..analysis import inspect_figures as draw
+from ..data.decode import recorded
 from ..errors import CnnlabError, CnnlabWarning
 
 MARK = "cnnlab inspect"  # in inspect.json: a folder this module wrote, which it may replace
@@ -147,12 +148,13 @@ def right_and_wrong(model: torch.nn.Module, test_x: torch.Tensor, test_y: torch.
     return picked
 
 
-def _read_images(inputs, size: int) -> tuple[torch.Tensor, list[str]]:
-    """Images decoded as 'cnnlab predict' decodes them; one warning per unreadable file."""
+def _read_images(inputs, size: int, rule: str) -> tuple[torch.Tensor, list[str]]:
+    """Images decoded as 'cnnlab predict' decodes them (the run's size and resize rule); one
+    warning per unreadable file."""
     from .predict import decode_or_reason, walk
     arrays, names = [], []
     for path in walk(inputs):
-        arr, why = decode_or_reason(path, size)
+        arr, why = decode_or_reason(path, size, rule)
         if arr is None:
             warnings.warn(f"skipped {path}: {why}", CnnlabWarning)
             continue
@@ -166,13 +168,15 @@ def _read_images(inputs, size: int) -> tuple[torch.Tensor, list[str]]:
 
 def test_images(config: dict, model, data_path=None, n_right: int = 3, n_wrong: int = 3):
     """(uint8 images, names, true classes) of a few right and wrong test images of the run's data."""
-    from ..data import dataset as data_mod
+    from ..data import dataset as data_mod, decode
     from .saved import default_data
     info = config["data"]
+    size, rule = decode.recorded(config)  # the pixels the run was trained and tested on
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # skipped-file notes were shown when it was trained
-            data = data_mod.load(data_path if data_path is not None else default_data(config), download=False)
+            data = data_mod.load(data_path if data_path is not None else default_data(config), size=size,
+                                 download=False, resize=rule)
     except CnnlabError as e:
         raise CnnlabError(f"the run's test images could not be loaded ({e}): pass image files, or --data") from None
     if data.classes != info["classes"]:
@@ -200,7 +204,7 @@ def inspect_run(run_dir, images=None, layers=None, target: str | None = None, ou
     target_dir = _check_out(Path(out)) if out is not None else None
     filters = filter_pngs(model, chw, filters_of)
     if images:
-        x, names = _read_images(images, size)
+        x, names = _read_images(images, size, recorded(config)[1])
         labels = None
     else:
         x, names, labels = test_images(config, model, data_path, n_right, n_wrong)
