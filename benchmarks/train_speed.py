@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader
 from cnnlab.data import dataset as data_mod
 from cnnlab.network import models
 from cnnlab.training.allocator import reuse_step_buffers
+from cnnlab.training.optim import allow_skipping_dynamo_import
 from cnnlab.network.layers import totals
 from cnnlab.runs.folder import machine as run_machine
 from cnnlab.network.summary import summarize
@@ -217,9 +218,10 @@ def main():
     device = pick_device(args.device)
     cfg = TrainConfig(device=str(device), compile=args.compile, val_size=args.val_size)
     data = data_mod.load(args.data)  # decoded into the cache now if it is not there yet
-    # As cnnlab's setup() does, for every pipeline in this process (see cnnlab/training/allocator.py): the
-    # tutorial pipelines get cnnlab's malloc too, which can only make them faster than as scripts.
+    # As the cnnlab command does in its own process, for every pipeline here (see cnnlab/training/allocator.py):
+    # the tutorial pipelines get cnnlab's malloc too, which can only make them faster than as scripts.
     reuse_step_buffers()
+    allow_skipping_dynamo_import()  # the command's start-up shortcut too (cnnlab/training/optim.py)
     d = prepare(data, cfg, device)
     n = len(d.train_y)
     macs = totals(summarize(models.create("seed"), (3, 32, 32)))["macs"]

@@ -5,7 +5,8 @@
 Each group is one colour: its mean over runs as a line, the band from its lowest to its
 highest run, and its number of runs in the legend. Names come from folders, so they are
 drawn as plain text (no mathtext: a '$' in a folder name stays a '$').
-Imports matplotlib (Agg backend) when called, never at import time.
+Imports matplotlib when called, never at import time; builds the figure with the object-oriented
+API (its own Agg canvas), so the process's backend and pyplot's figures are left alone.
 """
 from __future__ import annotations
 
@@ -27,13 +28,19 @@ def per_epoch(histories: list[list[dict]], key: str) -> tuple[list[int], list[fl
 def plot_groups(groups: list[tuple[str, list[list[dict]]]], out, title: str = ""):
     """One PNG (out: a path or a binary file object): validation accuracy (left) and training loss
     (right) per epoch, a band per group."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = groups_figure(groups, title)
+    fig.savefig(out, dpi=100, format="png")
+    return out if hasattr(out, "write") else Path(out)
 
-    with plt.rc_context({"text.usetex": False, "text.parse_math": False}):
-        fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+def groups_figure(groups: list[tuple[str, list[list[dict]]]], title: str = ""):
+    """The figure plot_groups saves, as a matplotlib Figure (shown inline in a notebook)."""
+    import matplotlib
+
+    from .plots import subplots
+    with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False}):
+        fig, (ax_acc, ax_loss) = subplots(1, 2, figsize=(11, 4.2))
+        colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
         for i, (name, histories) in enumerate(groups):
             colour = colours[i % len(colours)]
             for ax, key in ((ax_acc, "val_acc"), (ax_loss, "avg_loss")):
@@ -56,6 +63,4 @@ def plot_groups(groups: list[tuple[str, list[list[dict]]]], out, title: str = ""
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-        fig.savefig(out, dpi=100, format="png")
-        plt.close(fig)
-    return out if hasattr(out, "write") else Path(out)
+    return fig

@@ -1,6 +1,8 @@
 """Figures: training curves (the report's Fig 8) and a labelled sample grid (its Fig 6).
 
-The only module that imports matplotlib, with the file-only Agg backend: no screen needed.
+Figures are built with matplotlib's object-oriented API (subplots below: a Figure on its own
+Agg canvas), never through pyplot's global state, and the process's backend is never switched:
+a notebook keeps its inline backend, and a returned Figure still shows there.
 Curves are drawn from history.csv on disk. Text that comes from data (class and dataset
 names) is drawn as plain text: never matplotlib math ($...$) or LaTeX, whatever the user's
 matplotlibrc says. PNGs are written atomically, with the user's umask, and marked as
@@ -14,16 +16,26 @@ import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from ..errors import CnnlabError  # noqa: E402
+from ..errors import CnnlabError
 
 MARK = "cnnlab"  # the PNG's Software text: a file cnnlab wrote and may replace
 PLAIN = {"text.usetex": False}
+
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
+    """(Figure, axes) like pyplot.subplots, but a Figure of its own on an Agg canvas: nothing
+    global is touched (no backend switch, no figure left open in pyplot).
+
+    >>> fig, (left, right) = subplots(1, 2, figsize=(10, 4))
+    """
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def read_history(path: Path) -> list[dict]:
@@ -58,7 +70,6 @@ def _save(fig, out: Path) -> Path:
     from ..checkpoints import atomic_write_bytes
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": f"{MARK} (matplotlib)"})
-    plt.close(fig)
     atomic_write_bytes(out, buffer.getvalue())
     return Path(out)
 
@@ -78,8 +89,8 @@ def curves_figure(rows: list[dict], title: str = "", test_acc: float | None = No
     last = max(epochs, default=1)
     val = [r["val_acc"] for r in rows]
     has_val = any(not math.isnan(v) for v in val)
-    with plt.rc_context(PLAIN):
-        fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    with matplotlib.rc_context(PLAIN):
+        fig, (ax_acc, ax_loss) = subplots(1, 2, figsize=(10, 4))
         shown = [v for v in val if not math.isnan(v)]
         if has_val:
             ax_acc.plot(epochs, val, marker="o", color="tab:blue", label="validation", clip_on=False)
@@ -125,8 +136,8 @@ def sample_grid(x, y, classes: list[str], out: Path, per_class: int = 10, seed: 
     rng = np.random.default_rng(seed)
     counts = [int((y == c).sum()) for c in range(len(classes))]
     columns = max(1, min(per_class, max(counts, default=1)))
-    with plt.rc_context(PLAIN):
-        fig, axes = plt.subplots(len(classes), columns, squeeze=False,
+    with matplotlib.rc_context(PLAIN):
+        fig, axes = subplots(len(classes), columns, squeeze=False,
                                  figsize=(columns * 0.8 + 1.2, len(classes) * 0.8))
         for c, name in enumerate(classes):
             idx = np.flatnonzero(y == c)

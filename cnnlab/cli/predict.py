@@ -9,7 +9,7 @@ from .common import positive_int
 
 
 def cmd_predict(args) -> int:
-    from ..runs.predict import predict
+    from ..runs.predict import predict, record
     read, results = 0, []
     for item in predict(args.run_dir, args.inputs, args.top_k, args.tta, args.device, args.batch_size):
         if item.error is not None:
@@ -17,7 +17,7 @@ def cmd_predict(args) -> int:
             continue
         read += 1
         if args.json:
-            results.append({"path": item.path, "top": [{"class": c, "prob": p} for c, p in item.top]})
+            results.append(record(item))
         else:
             print(f"{item.path}: " + ", ".join(f"{c} {100 * p:.1f} %" for c, p in item.top), flush=True)
     if args.json:

@@ -10,7 +10,7 @@ from .common import DATA_HELP, positive_float, positive_int, say, val_size
 RECIPE_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "optimizer.lr",
                 "val_size": "val_size", "image_size": "image_size", "resize": "resize"}
 RUN_FLAGS = ["seed", "device", "data", "max_steps", "eval_batch_size", "channels_last", "compile", "precision",
-             "strict"]
+             "strict", "tensorboard"]
 
 
 def overrides(args) -> dict:
@@ -26,10 +26,20 @@ def overrides(args) -> dict:
     return given
 
 
+def tune_this_process() -> None:
+    """What only the cnnlab command's own process may change, for its speed: glibc's malloc
+    (training/allocator.py) and torch.optim's dynamo shortcut (training/optim.py). A library
+    call (cnnlab.train in a notebook) never does either."""
+    from ..training import allocator, optim
+    allocator.reuse_step_buffers()  # before the data: their copies, the whitening and tests too
+    optim.allow_skipping_dynamo_import()
+
+
 def cmd_train(args) -> int:
     from ..training import distributed
     from ..runs import resume_train, run_train
     given = overrides(args)
+    tune_this_process()
     log = say
     group = args.seeds is not None or (args.resume and _is_group(args.resume))
     if args.nproc is not None or distributed.launched():
@@ -105,11 +115,10 @@ def _launch(args, given: dict) -> int:
 
 
 def new_config(args, given: dict):
-    """The recipe (--recipe, default seed) with the command line's settings over it."""
-    from ..recipes import apply_overrides, load_recipe, to_dict
-    from ..training.loop import TrainConfig
-    base = TrainConfig.from_dict({**to_dict(load_recipe(args.recipe or "seed")), "out": args.out})
-    return apply_overrides(base, given, "the command line")
+    """The recipe (--recipe, default seed) with the command line's settings over it, checked as
+    cnnlab.train checks its settings (cnnlab.runs.settings)."""
+    from ..runs.settings import resolve
+    return resolve(args.recipe, given, out=args.out)
 
 
 def _is_group(path) -> bool:
@@ -189,6 +198,9 @@ def register(sub, parents) -> None:
                    help="fail on unreadable image files instead of skipping them with a warning")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout for the model and batches (default: on)")
+    t.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log loss, validation loss and accuracy and learning rate per epoch to "
+                   "RUN_DIR/tensorboard for 'tensorboard --logdir runs' (pip install 'cnnlab[tensorboard]')")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (pays off on CUDA)")
     t.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="arithmetic of the training step: auto is bf16 autocast where the hardware "

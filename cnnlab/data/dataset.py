@@ -46,9 +46,18 @@ class ImageData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: list[str]
-    source: str  # where the images came from
+    source: str | None  # where the images came from (an absolute path); None for images from Python
     fingerprint: str  # sha256 of the decoded arrays and class names: the same data, the same value
     cache_path: str  # "" when the cache folder could not be written
+    kind: str = ""  # folder | batches | archive (a path), or MEMORY (images given from Python; source None)
+
+
+MEMORY = "memory"
+
+
+def shown(data: ImageData) -> str:
+    """Where the images came from, for a message: their path, or that Python gave them."""
+    return data.source if data.source else "images given from Python"
 
 
 def cache_dir() -> Path:
@@ -183,7 +192,7 @@ def load(path=None, size: int = 32, strict: bool = False, download: bool = True,
     imagefolder.report(src.path, meta.get("notes", {}), size, strict, resize)
     return ImageData(tensors["train_x"], tensors["train_y"], tensors["test_x"], tensors["test_y"],
                      meta["classes"], str(src.path.resolve()), meta["fingerprint"],
-                     str(cache) if cache is not None else "")
+                     str(cache) if cache is not None else "", meta.get("kind", src.kind))
 
 
 def _write_cache(path: Path, tensors, meta) -> bool:

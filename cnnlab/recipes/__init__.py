@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import sys
+import types
 from pathlib import Path
 
 from ..errors import CnnlabError
@@ -124,6 +125,18 @@ def shipped() -> list[dict]:
                     "description": r.description,
                     "measured": to_dict(m) if m is not None and m.mean is not None else None})
     return out
+
+
+class _CallableModule(types.ModuleType):
+    """cnnlab.recipes is both this package and the public function cnnlab.recipes(): once the
+    package is imported, Python binds the name cnnlab.recipes to it, so calling it gives what
+    the function gives (the shipped recipes, see shipped)."""
+
+    def __call__(self) -> list[dict]:
+        return shipped()
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 def parse_value(text: str):

@@ -1,7 +1,8 @@
 """The figures of an evaluation and a report, as PNG bytes: confusion matrix, confident
 mistakes, reliability diagram, training curves (one run or several overlaid), image strips.
 
-matplotlib runs with the file-only Agg backend. Text that comes from data (class names, run
+Figures are built with matplotlib's object-oriented API (a Figure on its own Agg canvas): pyplot
+and the process's backend are never touched, so a notebook keeps its own. Text that comes from data (class names, run
 names) is drawn as plain text: never TeX, never mathtext ('$' is escaped), so a class folder
 named '$x^2$' or '<b>' is printed as it is written. Every PNG carries the tag
 Software = "cnnlab" (SOFTWARE; plots.py marks its files the same way), which tells cnnlab's
@@ -22,24 +23,21 @@ def plain(text) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+def _subplots(*args, **kwargs):
+    from ..analysis.plots import subplots  # matplotlib is imported only when a figure is drawn
+    return subplots(*args, **kwargs)
 
 
 def _png(fig) -> bytes:
-    plt = _plt()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": SOFTWARE})
-    plt.close(fig)
     return buf.getvalue()
 
 
 def _rc():
     """Settings for every figure here: no TeX whatever the user's matplotlibrc says."""
-    return _plt().rc_context({"text.usetex": False, "axes.titlesize": 11, "font.size": 9})
+    import matplotlib
+    return matplotlib.rc_context({"text.usetex": False, "axes.titlesize": 11, "font.size": 9})
 
 
 def is_ours(path) -> bool:
@@ -53,7 +51,6 @@ def is_ours(path) -> bool:
 
 def confusion(cm, classes: list[str]) -> bytes:
     """Two panels: counts, and each row as percent of that true class; labelled axes."""
-    plt = _plt()
     cm = np.asarray(cm, dtype=np.int64)
     n = len(classes)
     rows = cm.sum(axis=1, keepdims=True)
@@ -62,7 +59,7 @@ def confusion(cm, classes: list[str]) -> bytes:
     side = min(max(4.0, 0.45 * n + 2.2), 20.0)  # many classes: smaller cells, not a giant image
     tick = max(4.0, min(9.0, 260.0 / max(n, 1)))
     with _rc():
-        fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.0, side + 0.6))
+        fig, axes = _subplots(1, 2, figsize=(2 * side + 1.0, side + 0.6))
         for ax, values, title, fmt in ((axes[0], cm, "Counts", "{:d}"),
                                        (axes[1], norm, "Percent of each true class", "{:.0f}")):
             im = ax.imshow(values, cmap="Blues", vmin=0)
@@ -87,12 +84,11 @@ def confusion(cm, classes: list[str]) -> bytes:
 def mistakes(images, true_names: list[str], pred_names: list[str], probs: list[float],
              cols: int = 8) -> bytes:
     """A grid of images (uint8 (k, C, H, W)) captioned true class, predicted class, probability."""
-    plt = _plt()
     k = len(images)
     cols = max(1, min(cols, k))
     rows = max(1, -(-k // cols))
     with _rc():
-        fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.05 * rows), squeeze=False)
+        fig, axes = _subplots(rows, cols, figsize=(1.6 * cols, 2.05 * rows), squeeze=False)
         for i, ax in enumerate(axes.flat):
             ax.axis("off")
             if i >= k:
@@ -113,14 +109,13 @@ def _short(name: str, width: int = 14) -> str:
 
 def calibration(bins: dict, ece: float) -> bytes:
     """Reliability diagram: accuracy per confidence bin against the diagonal; counts below."""
-    plt = _plt()
     edges = np.asarray(bins["edges"])
     width = np.diff(edges)
     acc = np.nan_to_num(np.asarray(bins["accuracy"], dtype=np.float64))
     conf = np.asarray(bins["confidence"], dtype=np.float64)
     count = np.asarray(bins["count"])
     with _rc():
-        fig, (ax, axc) = plt.subplots(2, 1, figsize=(5, 5.6), height_ratios=[3, 1], sharex=True)
+        fig, (ax, axc) = _subplots(2, 1, figsize=(5, 5.6), height_ratios=[3, 1], sharex=True)
         ax.bar(edges[:-1], acc, width=width, align="edge", color="tab:blue", edgecolor="white",
                label="accuracy in bin")
         gap = np.where(count > 0, np.nan_to_num(conf) - acc, 0)
@@ -138,9 +133,8 @@ def calibration(bins: dict, ece: float) -> bytes:
 
 def curves(runs: list[tuple[str, list[dict]]]) -> bytes:
     """Validation accuracy and training loss per epoch; one line per (label, history rows)."""
-    plt = _plt()
     with _rc():
-        fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+        fig, (ax_acc, ax_loss) = _subplots(1, 2, figsize=(10, 3.8))
         for label, rows in runs:
             epochs = [int(r["epoch"]) for r in rows]
             ax_acc.plot(epochs, [r["val_acc"] for r in rows], marker="o", ms=3, label=plain(label))

@@ -129,9 +129,10 @@ def check_onnx(model_file: Path | bytes, model: torch.nn.Module, images: torch.T
 
 
 def export_run(run_dir: Path, out: Path | None = None, fmt: str = "onnx", data_path=None,
-               check_all: bool = False) -> dict:
+               check_all: bool = False, model=None) -> dict:
     """Export a run folder's model to out (default RUN_DIR/model.onnx) and check it.
 
+    model: the network of a run of a model defined in Python (see cnnlab.runs.load_run).
     The check runs on CHECK_IMAGES of the run's test images (all of them with check_all), or on
     random images when the run's data cannot be loaded ('check_on' says which, 'note' why).
     The file is written only when the check passes; it replaces only an earlier cnnlab export.
@@ -141,7 +142,7 @@ def export_run(run_dir: Path, out: Path | None = None, fmt: str = "onnx", data_p
         raise CnnlabError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     onnx, _ = require_extra()
     run_dir = Path(run_dir)
-    config, model = load_run(run_dir)  # says so when run_dir is not a run folder
+    config, model = load_run(run_dir, model)  # says so when run_dir is not a run folder
     out = Path(out) if out is not None else run_dir / "model.onnx"
     replaced = _may_write(out, onnx)
     info, cfg = config["data"], config["config"]
@@ -191,7 +192,8 @@ def _check_images(config: dict, data_path, check_all: bool):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # skipped files were reported when the run trained
             size, rule = decode.recorded(config)  # the run's own decoding
-            data = data_mod.load(path, size=size, download=False, resize=rule)
+            data = (path if isinstance(path, data_mod.ImageData)  # images given from Python
+                    else data_mod.load(path, size=size, download=False, resize=rule))
         if data.classes != info["classes"]:
             raise CnnlabError(f"its classes {data.classes} differ from the run's")
         if len(data.test_y) == 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from ..training import allocator, arithmetic, augment, distributed, optim
+from ..training import arithmetic, augment, distributed, optim
 from .. import checkpoints, files
 from ..data import dataset as data_mod, decode
 from ..network import models
@@ -28,14 +29,14 @@ from ..training.loop import (TrainConfig, TrainState, pick_device, prepare, reso
 from .folder import HISTORY_FIELDS, _number, claim_run_dir, describe, read_config, unclaim, versions, write_json
 from .lock import hold
 from .resumable import check_checkpoint, load_into
+from . import tensorboard
+from .given import build_model, custom_record, needs_data, needs_model
 from .signals import Interrupted, StopSignals
 
 
-def _model_and_data(cfg: TrainConfig, data, device):
+def _model_and_data(cfg: TrainConfig, data, device, model=None):
     """The run's model, initialized from its seed, and its data split onto the device."""
-    torch.manual_seed(cfg.seed)
-    model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], data.train_x.shape[-1])
-    return model, prepare(data, cfg, device)
+    return build_model(cfg, data, model), prepare(data, cfg, device)
 
 
 DATA_INIT_IMAGES = 5000
@@ -90,15 +91,23 @@ def check_data_bounds(cfg: TrainConfig, data, model: torch.nn.Module | None = No
     augment.check_crop(model, cfg.augment, shape)
 
 
-def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
+def run_train(cfg: TrainConfig, log: Callable[[str], None] = say, *, data: data_mod.ImageData | None = None,
+              model=None, progress: bool | None = None,
+              epoch_end: Callable[[Path, dict], bool | None] | None = None) -> dict:
     """Load data, build the model, train, test, and write a new run folder. Returns metrics.
 
     Everything that can be refused (settings, data, --val-size, the folder and its disk) is
     checked before the run folder is made, so a refused run leaves nothing behind.
+    data: images already in memory (cnnlab.data.memory) instead of cfg.data's path; model: an
+    nn.Module (or a callable building one) instead of the registered cfg.model, whose weights
+    the run folder keeps. progress: a bar per epoch (None: when stderr is a terminal).
+    epoch_end(run_dir, row) after every epoch's checkpoint; returning False ends the run there
+    (tested and saved as a step cap ends it; the checkpoint lets it be resumed).
     """
     cfg.validate()
-    # An unknown name, or a size too small for the model's layers, fails before any data is read.
-    models.create(cfg.model, image_size=cfg.image_size)
+    if model is None:
+        # An unknown name, or a size too small for the model's layers, fails before any data is read.
+        models.create(cfg.model, image_size=cfg.image_size)
     device = distributed.local_device(pick_device(cfg.device))
     main = distributed.is_main()  # several processes: rank 0 alone prints and writes
     log = log if main else quiet
@@ -106,26 +115,28 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     # once, before either reads any data (rank 0 claims it; the others learn its name).
     claim = distributed.main_only(claim_run_dir, cfg.out, cfg.model)
     out = claim.path
+    given_model = model
     try:
-        allocator.reuse_step_buffers()  # before the data: their copies, the whitening and tests too
-        data = data_mod.load(cfg.data, size=cfg.image_size, strict=cfg.strict, resize=cfg.resize)
-        distributed.same_as_main(data.fingerprint, f"the data at {data.source}")
+        if data is None:
+            data = data_mod.load(cfg.data, size=cfg.image_size, strict=cfg.strict, resize=cfg.resize)
+        distributed.same_as_main(data.fingerprint, f"the data at {data_mod.shown(data)}")
         n_val = data_mod.val_count(cfg.val_size, len(data.train_y))
         n_train = len(data.train_y) - n_val
         # The absolute path, so that evaluate and --resume find the data from any folder.
         where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
-        torch.manual_seed(cfg.seed)
-        model = models.create(cfg.model, len(data.classes), data.train_x.shape[1], data.train_x.shape[-1])
+        model = build_model(cfg, data, model)
         check_data_bounds(cfg, data, model)
         cfg = replace(cfg, out=str(out), data=where)
         # Said before the data statistics and the first epoch, so a log shows life at once.
         recipe = "" if cfg.recipe == "seed" else f"recipe {cfg.recipe}: "
         log(f"{recipe}Training {cfg.model} ({models.count_params(model):,} parameters) on {plural(n_train, 'image')} "
-            f"from {data.source} ({n_val} to validate, {len(data.test_y)} to test), {device}, "
+            f"from {data_mod.shown(data)} ({n_val} to validate, {len(data.test_y)} to test), {device}, "
             f"{resolve_precision(cfg, device)}; run folder {out}")
         d = prepare(data, cfg, device)
         _data_init(model, d)
         config = {**describe(cfg, data, d, device, model), "distributed": distributed.record()}
+        if (custom := custom_record(given_model)) is not None:
+            config["custom_model"] = custom
         if main:
             write_json(out / "config.json", config)
     except BaseException:
@@ -134,15 +145,17 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
         raise
     with hold(out, claim.fd) if main else contextlib.nullcontext():
         with _disk_errors(out):
-            return _fit(out, cfg, config, model, d, TrainState(), None, log)
+            return _fit(out, cfg, config, model, d, TrainState(), None, log, progress=progress, epoch_end=epoch_end)
 
 
-# Flags that a resumed run may change: where it runs and where its (identical) data lives.
-# --precision may be given too: it switches the run's arithmetic, and config.json records it.
-RESUME_MAY_CHANGE = {"device", "data", "out", "strict"}
+# Flags that a resumed run may change: where it runs and where its (identical) data lives, and
+# where it logs. --precision may be given too: it switches the run's arithmetic, and config.json records it.
+RESUME_MAY_CHANGE = {"device", "data", "out", "strict", "tensorboard"}
 
 
-def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], None] = say) -> dict:
+def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], None] = say, *,
+                 data: data_mod.ImageData | None = None, model=None, progress: bool | None = None,
+                 epoch_end: Callable[[Path, dict], bool | None] | None = None) -> dict:
     """Continue an interrupted run from its last checkpoint, exactly where it stood.
 
     overrides are settings given again on the command line, by dotted key ({"epochs": 12,
@@ -150,13 +163,15 @@ def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], No
     arithmetic (recorded); any other that differs from the run's own is refused, since the run
     would no longer be the one it started as. The run's recipe comes from its config.json (one
     from before recipes is the report's recipe). The run folder is locked meanwhile: a second
-    process resuming it is refused.
+    process resuming it is refused. data, model, progress, epoch_end: as for run_train (a run
+    trained on images or a model from Python needs them given again).
     """
     run_dir = Path(run_dir)
     read_config(run_dir)  # a run folder, before a lock file is put in it
     main = distributed.is_main()  # several processes: rank 0 alone prints and writes
     with hold(run_dir) if main else contextlib.nullcontext():
-        return _resume(run_dir, read_config(run_dir), dict(overrides or {}), log if main else quiet)
+        return _resume(run_dir, read_config(run_dir), dict(overrides or {}), log if main else quiet,
+                       data=data, model=model, progress=progress, epoch_end=epoch_end)
 
 
 def saved_arithmetic(config: dict) -> dict:
@@ -185,8 +200,11 @@ def refuse_changes(saved: TrainConfig, overrides: dict, what: str) -> None:
                               f"start a new {what} with --out to train with other settings")
 
 
-def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], None]) -> dict:
+def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], None], *, data=None, model=None,
+            progress: bool | None = None, epoch_end=None) -> dict:
     precision = overrides.pop("precision", None)
+    if model is None and config.get("custom_model"):
+        raise CnnlabError(needs_model(run_dir, config, "resume"))
     saved = TrainConfig.from_dict(config["config"])
     refuse_changes(saved, overrides, "run")
     overrides = {k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE and v is not None}
@@ -210,19 +228,22 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
     device = distributed.local_device(pick_device(cfg.device))
     arith, change = arithmetic.for_resume(saved_arithmetic(config), device, precision)
     cfg = replace(cfg, channels_last=arith["memory_format"] == "channels_last")
-    size, rule = decode.recorded(config)  # runs from before the rule was recorded: their own
-    data = data_mod.load(cfg.data, size=size, strict=cfg.strict, resize=rule)
+    if data is None:
+        if config["data"].get("kind") == data_mod.MEMORY:
+            raise CnnlabError(needs_data(run_dir, "resume"))
+        size, rule = decode.recorded(config)  # runs from before the rule was recorded: their own
+        data = data_mod.load(cfg.data, size=size, strict=cfg.strict, resize=rule)
     if data.fingerprint != config["data"]["fingerprint"]:
-        raise CnnlabError(f"the data at {data.source} differ from the data {run_dir} was trained on "
+        raise CnnlabError(f"the data at {data_mod.shown(data)} differ from the data {run_dir} was trained on "
                           f"(fingerprint {data.fingerprint[:12]} vs {config['data']['fingerprint'][:12]}): "
                           f"pass the original dataset with --data")
-    distributed.same_as_main(data.fingerprint, f"the data at {data.source}")
+    distributed.same_as_main(data.fingerprint, f"the data at {data_mod.shown(data)}")
     if cfg.data != saved.data:  # the same data found elsewhere now: evaluate must look there too
         config = {**config, "config": {**config["config"], "data": cfg.data},
                   "data": {**config["data"], "source": data.source}}
         if distributed.is_main():
             write_json(run_dir / "config.json", config)
-    model, d = _model_and_data(cfg, data, device)
+    model, d = _model_and_data(cfg, data, device, model)
     state, opt_state, avg_state, sel_state = TrainState(), None, None, None
     if ckpt is not None:
         load_into("model_state", run_dir / "checkpoint.pt", lambda: model.load_state_dict(ckpt["model_state"]))
@@ -246,7 +267,8 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
     procs = f", {distributed.world()} processes" if distributed.world() > 1 else ""
     log(f"Resuming {run_dir} at epoch {state.epoch}, step {state.step}, {device}{procs}, {arith['precision']}")
     with _disk_errors(run_dir):
-        return _fit(run_dir, cfg, config, model, d, state, opt_state, log, avg_state, sel_state)
+        return _fit(run_dir, cfg, config, model, d, state, opt_state, log, avg_state, sel_state,
+                    progress=progress, epoch_end=epoch_end)
 
 
 @contextlib.contextmanager
@@ -269,7 +291,8 @@ def _disk_errors(out: Path):
 
 
 def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState, opt_state,
-         log: Callable[[str], None], avg_state: dict | None = None, sel_state: dict | None = None) -> dict:
+         log: Callable[[str], None], avg_state: dict | None = None, sel_state: dict | None = None, *,
+         progress: bool | None = None, epoch_end=None) -> dict:
     """Train from state, checkpointing every epoch and on SIGINT/SIGTERM; then test and save.
 
     Several processes: every rank trains and evaluates its part; rank 0 alone writes.
@@ -282,7 +305,8 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
             with open(tmp, "w", newline="") as f:
                 w = csv.writer(f, lineterminator="\n")  # plain \n: no stray \r in shell tools
                 w.writerow(HISTORY_FIELDS)
-                w.writerows([row[k] for k in HISTORY_FIELDS] for row in rows)
+                # A row from before val_loss and lr were logged (a resumed older run): nan there.
+                w.writerows([row.get(k, math.nan) for k in HISTORY_FIELDS] for row in rows)
         checkpoints.atomic_write(out / "history.csv", write)
 
     def save(state: TrainState, s) -> None:
@@ -303,10 +327,15 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
             "data": config["data"], "arithmetic": config["arithmetic"], "versions": versions(),
             "rng": checkpoints.rng_state(device), **extra})
 
-    def on_epoch_end(state: TrainState, s) -> None:
+    board = tensorboard.open_writer(out) if main and cfg.tensorboard else None
+
+    def on_epoch_end(row: dict, state: TrainState, s) -> bool | None:
         if main:
             write_history(state.history)
             save(state, s)
+            if board is not None:
+                tensorboard.add_row(board, row)
+        return None if epoch_end is None else epoch_end(out, row)
 
     if main:
         write_history(state.history)
@@ -315,11 +344,14 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
         should_stop = lambda: distributed.any_rank(stop.requested())  # noqa: E731
         try:
             state, s = train(cfg, model, d, log, on_epoch_end, state, opt_state, should_stop, avg_state,
-                             config["arithmetic"], sel_state)
+                             config["arithmetic"], sel_state, progress)
         except NonFiniteLoss as e:
             kept = (f"the last good checkpoint (epoch {state.epoch - 1}) is kept in {out}/checkpoint.pt"
                     if (out / "checkpoint.pt").exists() else "no checkpoint was written")
             raise CnnlabError(f"{e}: {NON_FINITE_CAUSES} (--lr is {cfg.lr:g}); {kept}") from None
+        finally:
+            if board is not None:
+                board.close()
     if state.stopped:
         signum = stop.signum or signal.SIGTERM  # another rank's signal stopped this one
         if not main:
@@ -342,8 +374,11 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
         return {**metrics, "out": str(out)}
     checkpoints.save_weights(out / "model.safetensors", s.eval_model, {"model": cfg.model})
     from ..analysis.plots import plot_curves  # matplotlib is imported only when a figure is drawn
-    plot_curves(out / "history.csv", out / "curves.png", title=f"{cfg.model} on {Path(config['data']['source']).name}",
+    source = config["data"]["source"]
+    plot_curves(out / "history.csv", out / "curves.png",
+                title=f"{cfg.model} on {Path(source).name if source else 'images from Python'}",
                 test_acc=test["acc"])
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     log(f"Run saved in {out}")
     return {**metrics, "out": str(out)}
+

@@ -2,7 +2,7 @@
 
     runs/<date-time>-<model>/
         config.json        resolved config, data description and fingerprint, library versions
-        history.csv        epoch,iters,avg_loss,elapsed_s,val_acc
+        history.csv        epoch,iters,avg_loss,elapsed_s,val_acc,val_loss,lr (older runs: the first five)
         curves.png         validation accuracy and training loss per epoch
         metrics.json       test_acc, val_acc, epochs, train_seconds, model, params, ...
         checkpoint.pt      model + optimizer state and the run's description (weights_only-safe)
@@ -29,7 +29,8 @@ from . import lock
 from ..training import arithmetic
 from ..training.loop import TrainConfig, uses_channels_last
 
-HISTORY_FIELDS = ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc"]
+# val_loss and lr come after the first five columns, so scripts that read those keep working.
+HISTORY_FIELDS = ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc", "val_loss", "lr"]
 
 
 def versions() -> dict:
@@ -162,7 +163,7 @@ def write_json(path: Path, obj) -> None:
 
 def describe(cfg: TrainConfig, data, d, device, model) -> dict:
     """config.json: the resolved configuration and what the run was trained on."""
-    info = {"source": data.source, "fingerprint": data.fingerprint, "classes": data.classes,
+    info = {"source": data.source, "kind": data.kind, "fingerprint": data.fingerprint, "classes": data.classes,
             "image_size": data.train_x.shape[-1], "resize": cfg.resize, "mean": d.mean, "std": d.std,
             "train": len(d.train_y), "val": len(d.val_y), "test": len(d.test_y)}
     arith = arithmetic.resolve(cfg.precision, uses_channels_last(cfg), device)

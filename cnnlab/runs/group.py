@@ -137,19 +137,35 @@ def _write(group_dir: Path, group: dict) -> dict:
     return group
 
 
-def run_group(cfg: TrainConfig, seeds: list[int], log: Callable[[str], None] = print) -> dict:
-    """Train cfg once per seed into a new group folder (cfg.out, else runs/<date-time>-<model>-seeds)."""
+def probe(build: Callable) -> "torch.nn.Module":
+    """A network from a model builder, to check the data against, leaving the global RNG as it was."""
+    import torch
+    with torch.random.fork_rng(devices=[]):
+        return build()
+
+
+def run_group(cfg: TrainConfig, seeds: list[int], log: Callable[[str], None] = print, *,
+              data: data_mod.ImageData | None = None, model: Callable | None = None,
+              progress: bool | None = None) -> dict:
+    """Train cfg once per seed into a new group folder (cfg.out, else runs/<date-time>-<model>-seeds).
+
+    data: images given from Python (cnnlab.data.memory) instead of cfg.data's path; model: a
+    callable that builds a fresh network (called once per seed, after seeding) instead of the
+    registered cfg.model; progress: a bar per epoch (None: when stderr is a terminal).
+    """
     if not seeds:
         raise CnnlabError("--seeds names no seed: give a range like 0-4 or a list like 0,3,7")
     cfg.validate()
-    models.create(cfg.model)  # an unknown name, device, folder or dataset fails before any folder is made
+    if model is None:
+        models.create(cfg.model)  # an unknown name, device, folder or dataset fails before any folder is made
     pick_device(cfg.device)
     claim = claim_run_dir(cfg.out, f"{cfg.model}-seeds")  # created and locked before the data are read
     group_dir = claim.path
     try:
-        data = data_mod.load(cfg.data, strict=cfg.strict)
+        if data is None:
+            data = data_mod.load(cfg.data, strict=cfg.strict)
         data_mod.val_count(cfg.val_size, len(data.train_y))  # a --val-size too large for the data
-        check_data_bounds(cfg, data)
+        check_data_bounds(cfg, data, None if model is None else probe(model))
         # The absolute path, so that the group resumes from any folder (as run_train does for a run).
         where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
         group = {"format": FORMAT, "kind": "cnnlab group", "seeds": seeds,
@@ -163,18 +179,18 @@ def run_group(cfg: TrainConfig, seeds: list[int], log: Callable[[str], None] = p
     with hold(group_dir, claim.fd):
         log(f"Training {cfg.model} with seeds {seeds_text(seeds)}, one run after another; "
             f"group folder {group_dir}")
-        return _continue(group_dir, group, {}, log)
+        return _continue(group_dir, group, {}, log, data=data, model=model, progress=progress)
 
 
-def resume_group(group_dir, overrides: dict | None = None, log: Callable[[str], None] = print) -> dict:
+def resume_group(group_dir, overrides: dict | None = None, log: Callable[[str], None] = print, **given) -> dict:
     """Continue an interrupted group: finished runs stay, the interrupted one resumes exactly."""
     group_dir = Path(group_dir)
     read_group(group_dir)  # a group folder, before a lock file is put in it
     with hold(group_dir):  # one process per group: a second resume is refused
-        return _resume(group_dir, read_group(group_dir), overrides or {}, log)
+        return _resume(group_dir, read_group(group_dir), overrides or {}, log, **given)
 
 
-def _resume(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], None]) -> dict:
+def _resume(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], None], **given) -> dict:
     saved = base_config(group)
     refuse_changes(saved, overrides, "group")
     if overrides.get("data") is not None:
@@ -193,7 +209,7 @@ def _resume(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], 
         raise CnnlabError(f"{group_dir} has finished all {done} runs: nothing to resume; "
                           f"compare it with 'cnnlab compare {group_dir} OTHER'")
     log(f"Resuming group {group_dir}: {done} of {len(group['seeds'])} runs finished")
-    return _continue(group_dir, group, overrides, log)
+    return _continue(group_dir, group, overrides, log, **given)
 
 
 # A member run's settings that may differ from the group's own: where it ran and found its data.
@@ -222,7 +238,8 @@ def _check_member(group_dir: Path, group: dict, run: Path, seed: int) -> None:
                           f"group folder and resume the group again")
 
 
-def _continue(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], None]) -> dict:
+def _continue(group_dir: Path, group: dict, overrides: dict, log: Callable[[str], None], **given) -> dict:
+    """given: data, model, progress for run_train / resume_train (see run_group)."""
     base = base_config(group)
     base = replace(base, **{k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE and v is not None})
     seeds, quiet = group["seeds"], (lambda line: None)
@@ -235,13 +252,13 @@ def _continue(group_dir: Path, group: dict, overrides: dict, log: Callable[[str]
                 continue
             if (run / "config.json").is_file():
                 metrics = resume_train(run, {k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE},
-                                       log=quiet)
+                                       log=quiet, **given)
             else:
                 if run.is_dir():  # killed before its config.json was complete: start it again
                     checkpoints.remove_partial_writes(run)
                     if [p.name for p in run.iterdir()] == [LOCK_NAME]:  # not held: the group's lock is ours
                         (run / LOCK_NAME).unlink()
-                metrics = run_train(replace(base, seed=seed, out=str(run)), log=quiet)
+                metrics = run_train(replace(base, seed=seed, out=str(run)), log=quiet, **given)
         except Interrupted as e:
             signum = e.exit_code - 128
             raise Interrupted(f"stopped by {signal.Signals(signum).name} in run {i} of {len(seeds)} "

@@ -33,6 +33,11 @@ class Prediction:
     error: str | None = None  # why the file was skipped
 
 
+def record(item: Prediction) -> dict:
+    """What `cnnlab predict --json` prints for one image (and cnnlab.Run.predict returns)."""
+    return {"path": item.path, "top": [{"class": c, "prob": p} for c, p in item.top]}
+
+
 def walk(inputs) -> Iterator[Path]:
     """Every file named, and every visible file under every folder named, in sorted order."""
     for raw in inputs:
@@ -61,8 +66,10 @@ def _batches(paths: Iterator[Path], n: int) -> Iterator[list[Path]]:
 
 
 def predict(run_dir, inputs, top_k: int = 3, tta: str = "none", device: str = "auto",
-            batch_size: int = 256) -> Iterator[Prediction]:
-    """One Prediction per file under inputs, in order, decoded and predicted batch by batch."""
+            batch_size: int = 256, model=None) -> Iterator[Prediction]:
+    """One Prediction per file under inputs, in order, decoded and predicted batch by batch.
+
+    model: the network of a run of a model defined in Python (see cnnlab.runs.load_run)."""
     import torch
 
     from ..analysis.evaluate import predict_logits
@@ -70,7 +77,7 @@ def predict(run_dir, inputs, top_k: int = 3, tta: str = "none", device: str = "a
     for raw in inputs:  # a missing input is an error before any work
         if not Path(raw).exists():
             raise CnnlabError(f"{raw} does not exist: pass image files or folders of images")
-    config, model = load_run(run_dir)
+    config, model = load_run(run_dir, model)
     info = config["data"]
     classes = info["classes"]
     size, rule = recorded(config)

@@ -1,6 +1,7 @@
 """A finished run read back: its model with the final weights, its test predictions again.
 
     config, model = load_run("runs/x")          # weights from model.safetensors, never unpickled
+    config, model = load_run("runs/y", MyNet())  # a run of a model defined in Python
     out = evaluate_run("runs/x", tta="flip")     # test accuracy, logits, labels and test images
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..analysis.evaluate import TTA_MODES, predict_logits
 from ..training.loop import TrainConfig, pick_device, uses_channels_last
 from .fit import saved_arithmetic
 from .folder import read_config
+from .given import needs_data, needs_model
 
 
 def _checkpoint_weights(path: Path) -> tuple[dict, str]:
@@ -34,17 +36,22 @@ def _checkpoint_weights(path: Path) -> tuple[dict, str]:
     return ckpt["model_state"], f"the weights of the unfinished run's checkpoint ({done} epochs done)"
 
 
-def load_run(run_dir: Path) -> tuple[dict, torch.nn.Module]:
+def load_run(run_dir: Path, model: torch.nn.Module | None = None) -> tuple[dict, torch.nn.Module]:
     """(config.json contents, model with the run's final weights) from a run folder.
 
     A finished run's weights are its model.safetensors; an unfinished one's come from its
     checkpoint, the averaged ones where the recipe averages weights (as validation used them).
-    config["weights"] says which, in words.
+    config["weights"] says which, in words. model: the network to load the weights into, for a
+    run of a model defined in Python (its folder keeps the weights, not the code); None builds
+    the run's registered model.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     info, name = config["data"], config["config"]["model"]
-    model = models.create(name, len(info["classes"]), 3, info["image_size"])
+    if model is None:
+        if config.get("custom_model"):
+            raise CnnlabError(needs_model(run_dir, config, "load"))
+        model = models.create(name, len(info["classes"]), 3, info["image_size"])
     if (run_dir / "model.safetensors").is_file():
         state = checkpoints.load_weights(run_dir / "model.safetensors")
         config["weights"] = "the finished run's weights (model.safetensors)"
@@ -82,22 +89,29 @@ def default_data(config: dict):
     return config["config"].get("data")
 
 
-def evaluate_run(run_dir: Path, data_path=None, device: str = "auto", tta: str | None = None) -> dict:
+def evaluate_run(run_dir: Path, data_path=None, device: str = "auto", tta: str | None = None,
+                 model: torch.nn.Module | None = None) -> dict:
     """A saved run's test predictions, computed the way training computed its test accuracy.
 
     tta None is the run's own recipe's test-time augmentation, so acc is the number training
-    printed. Returns acc (percent), correct, total,
+    printed. data_path may also be ImageData (images given from Python, cnnlab.data.memory);
+    model: the network of a run of a model defined in Python (see load_run). Returns acc (percent), correct, total,
     logits (float32 (N, classes), on the CPU), labels, test_x (uint8 images, CPU), classes,
     same_data (the data's fingerprint is the run's), model, tta, seconds and config.
     """
-    config, model = load_run(run_dir)
+    config, model = load_run(run_dir, model)
     cfg, info = TrainConfig.from_dict(config["config"]), config["data"]
     tta = cfg.tta if tta is None else tta
     if tta not in TTA_MODES:
         raise CnnlabError(f"--tta {tta!r} is unknown: choose one of {', '.join(TTA_MODES)}")
     dev, channels_last = place(model, config, device)
     size, rule = decode.recorded(config)  # the size and resize rule the run was trained with
-    data = data_mod.load(data_path if data_path is not None else default_data(config), size=size, resize=rule)
+    if isinstance(data_path, data_mod.ImageData):
+        data = data_path
+    elif data_path is None and info.get("kind") == data_mod.MEMORY:
+        raise CnnlabError(needs_data(run_dir, "evaluate"))
+    else:
+        data = data_mod.load(data_path if data_path is not None else default_data(config), size=size, resize=rule)
     if data.classes != info["classes"]:
         raise CnnlabError(f"the data's classes {data.classes} differ from the run's "
                           f"{info['classes']}: pass the dataset the run was trained on with --data")

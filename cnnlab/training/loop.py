@@ -3,6 +3,7 @@
     cfg = TrainConfig(epochs=20)
     d = prepare(cnnlab.data.dataset.load(), cfg, torch.device("cpu"))
     state, s = train(cfg, model, d)       # prints the report's two lines per epoch
+    state.history[-1]  # {"epoch", "iters", "avg_loss", "elapsed_s", "val_acc", "val_loss", "lr"}
 
 The whole training split lives on the training device as one uint8 tensor; a batch is an
 index into it, drawn from a permutation that is a pure function of (seed, epoch), so any
@@ -21,9 +22,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook, text on a terminal
 
-from . import allocator, arithmetic, augment, averaging, distributed, optim, selection
+from . import arithmetic, augment, averaging, distributed, optim, selection
 from ..data.dataset import ImageData, channel_stats, normalize, parse_val_size, split_indices
 from ..errors import CnnlabError
 from .losswatch import LossWatch, NonFiniteLoss
@@ -45,6 +46,7 @@ class TrainConfig(Recipe):
     compile: bool = False  # torch.compile the model (CUDA: faster after warm-up)
     precision: str = "auto"  # auto | fp32 | bf16: auto is bf16 where native (CUDA, AMX, AVX512-BF16)
     strict: bool = False  # unreadable image files: error (True) or skip with a warning (False)
+    tensorboard: bool = False  # also log history's scalars to <run>/tensorboard (optional extra)
 
     def validate(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -187,7 +189,8 @@ def setup(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, arith:
     cuda = device.type == "cuda"
     arith = arith or arithmetic.resolve(cfg.precision, uses_channels_last(cfg), device)
     arithmetic.apply(arith, device)  # CUDA: TF32 off, cuDNN autotuner on (fixed shapes)
-    allocator.reuse_step_buffers()  # glibc: each step's CPU buffers from the heap, not fresh mmaps
+    # glibc's malloc is tuned by the cnnlab command's own process (cnnlab.cli), never here: a
+    # library call must leave the user's process as it found it (see training/allocator.py).
     memory_format = torch.channels_last if arith["memory_format"] == "channels_last" else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     opt = optim.build(model, cfg.optimizer, device, compiling=cfg.compile, epochs=cfg.epochs)
@@ -297,13 +300,23 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
     return state.loss_sum / max(state.step, 1)
 
 
+EpochEnd = Callable[[dict, TrainState, Setup], "bool | None"]
+
+
 def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[str], None] = print,
-          on_epoch_end: Callable[[TrainState, Setup], None] | None = None,
+          on_epoch_end: EpochEnd | None = None,
           state: TrainState | None = None, optimizer_state: dict | None = None,
           should_stop: Callable[[], bool] = lambda: False,
           averaging_state: dict | None = None, arith: dict | None = None,
-          selection_state: dict | None = None) -> tuple[TrainState, Setup]:
+          selection_state: dict | None = None, progress: bool | None = None) -> tuple[TrainState, Setup]:
     """Train model on d.train_* as the recipe in cfg says, validating after every epoch.
+
+    on_epoch_end(row, state, s) is called after every epoch with that epoch's history row
+    (row["epoch"] is the epoch just finished) and the state, which already points at the next
+    epoch (what a checkpoint saves, to resume from). When it returns False, training ends after
+    that epoch as a step cap ends it (state.stopped stays False: the caller tests and saves).
+    progress: a progress bar per epoch (tqdm.auto: a widget in a notebook); None shows it when
+    stderr is a terminal.
 
     Starts afresh, or continues from state (with optimizer_state, averaging_state and
     selection_state) exactly where it stood. Returns the final state and the Setup (its opt, its averager,
@@ -322,9 +335,10 @@ def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[
     state.stopped = False
     channels_last = s.memory_format == torch.channels_last
     start = time.perf_counter() - state.elapsed
+    progress = sys.stderr.isatty() if progress is None else progress
     while state.epoch <= cfg.epochs:
         budget = None if cfg.max_steps is None else cfg.max_steps - state.steps
-        avg_loss = train_epoch(s, d, cfg, state, budget, sys.stderr.isatty(), should_stop)
+        avg_loss = train_epoch(s, d, cfg, state, budget, progress, should_stop)
         state.elapsed = time.perf_counter() - start
         capped = cfg.max_steps is not None and state.steps >= cfg.max_steps
         if should_stop() and not capped and state.step < epoch_steps(cfg, len(d.train_y), state.epoch):
@@ -332,8 +346,11 @@ def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[
             return state, s
         val = distributed.evaluate(s.eval_model, d.val_x, d.val_y, d.mean_t, d.std_t, cfg.eval_batch_size,
                                    channels_last, precision=s.eval_precision)
+        # lr: the schedule's peak-relative rate at the epoch's last step (the recipe's optimizer.lr
+        # times the schedule's factor; parameter kinds with an lr_scale differ by that scale).
+        lr = cfg.lr * s.opt.param_groups[0].get("factor", 1.0) if s.opt.param_groups else float("nan")
         row = {"epoch": state.epoch, "iters": state.step, "avg_loss": avg_loss,
-               "elapsed_s": state.elapsed, "val_acc": val["acc"]}
+               "elapsed_s": state.elapsed, "val_acc": val["acc"], "val_loss": val["loss"], "lr": lr}
         state.history.append(row)
         log(f"Epoch: {state.epoch} | Iter: {state.step} | Average Loss: {avg_loss:.3f} | "
             f"Elapsed Time: {state.elapsed:.1f} s")
@@ -342,8 +359,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[
         state.epoch, state.step, state.loss_sum = state.epoch + 1, 0, 0.0
         if capped:
             state.epoch = cfg.epochs + 1  # a step cap ends the run
-        if on_epoch_end is not None:
-            on_epoch_end(state, s)
+        if on_epoch_end is not None and on_epoch_end(row, state, s) is False:
+            return state, s  # asked to end here: a finished run of fewer epochs, resumable
         if should_stop() and state.epoch <= cfg.epochs:
             state.stopped = True
             return state, s

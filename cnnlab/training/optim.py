@@ -62,6 +62,19 @@ def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 
 DYNAMO_WRAPPED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+# skip_dynamo_import writes into torch's own cache, for the whole process: only the cnnlab
+# command's process (cnnlab.cli), or a caller that asks with allow_skipping_dynamo_import(), has it.
+_skip_dynamo: list[bool] = [False]
+
+
+def allow_skipping_dynamo_import(allow: bool = True) -> None:
+    """Opt in (the cnnlab command does) to skip_dynamo_import in every later build().
+
+    It marks torch.optim's wrapped methods as already cleared for torch.compile, for the rest of
+    the process: right for a process that compiles nothing, wrong for one that may later call
+    torch.compile. A library call (cnnlab.train in a notebook) therefore never does it unasked.
+    """
+    _skip_dynamo[0] = allow
 
 
 def skip_dynamo_import() -> None:
@@ -108,9 +121,10 @@ def build(model: nn.Module, cfg: Optimizer, device: torch.device | None = None,
           compiling: bool = False, epochs: int | None = None) -> torch.optim.Optimizer:
     """The torch optimizer for model's parameters as the recipe's [optimizer] table says.
 
-    compiling: the run uses torch.compile, so torch._dynamo is wanted (see skip_dynamo_import).
+    compiling: the run uses torch.compile, so torch._dynamo is wanted (see skip_dynamo_import,
+    done only after allow_skipping_dynamo_import()).
     epochs: the run's, to refuse train_epochs that leave nothing to train (see check)."""
-    if not compiling:
+    if not compiling and _skip_dynamo[0]:
         skip_dynamo_import()
     check(model, cfg, epochs)
     kinds = param_groups(model)

@@ -1,0 +1,63 @@
+"""One path from settings to a run's TrainConfig, shared by `cnnlab train` and cnnlab.train().
+
+    cfg = resolve("seed", {"epochs": 5, "lr": 0.01, "augment.flip": "random"})
+    cfg = resolve("seed-bn", {"optimizer": {"lr": 0.05}}, out="runs/x")
+    dotted({"lr": 0.01, "optimizer": {"momentum": 0.8}})   # {"optimizer.lr": 0.01, "optimizer.momentum": 0.8}
+
+Settings are the command line's flag names (epochs, batch_size, lr, val_size, model, seed,
+device, data, max_steps, eval_batch_size, channels_last, compile, precision, strict, tensorboard)
+and every recipe key, dotted ("augment.flip") or as nested dicts (augment={"flip": "random"}).
+They go onto the recipe (a shipped name or a .toml file) and are checked as one: a wrong one
+raises SettingsError (a CnnlabError and a ValueError) with the command line's own one line.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import CnnlabError, SettingsError
+from ..training.loop import TrainConfig
+
+# Flags whose name is not their recipe key.
+FLAG_KEYS = {"lr": "optimizer.lr"}
+
+
+def dotted(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings by dotted key: flag names mapped (lr -> optimizer.lr), nested tables flattened."""
+    from ..recipes.schema import keys
+    known = set(keys(TrainConfig))
+    out: dict[str, Any] = {}
+
+    def add(key: str, value) -> None:
+        key = FLAG_KEYS.get(key, key)
+        if isinstance(value, dict) and any(k.startswith(f"{key}.") for k in known):
+            for sub, v in value.items():
+                add(f"{key}.{sub}", v)
+        else:
+            out[key] = value
+    for key, value in settings.items():
+        add(str(key), value)
+    return out
+
+
+def resolve(recipe: str | None, settings: dict[str, Any], out: str | None = None,
+            where: str = "the command line", check_model: bool = True) -> TrainConfig:
+    """The recipe (default seed) with settings over it, every value checked.
+
+    check_model: also refuse an unknown model name (off where the model comes from Python).
+    Raises SettingsError.
+    """
+    from ..recipes import apply_overrides, load_recipe, to_dict
+    try:
+        base = TrainConfig.from_dict({**to_dict(load_recipe(recipe or "seed")), "out": out})
+        cfg = apply_overrides(base, dotted(settings), where).validate()
+        if check_model:
+            from ..network import models
+            models.create(cfg.model)  # an unknown name, before any data is read
+        if cfg.tensorboard:
+            from .tensorboard import require
+            require()
+    except SettingsError:
+        raise
+    except CnnlabError as e:
+        raise SettingsError(str(e)) from None
+    return cfg
