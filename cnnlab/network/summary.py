@@ -1,8 +1,13 @@
 """Model summaries: per-layer shapes, parameters, MACs and receptive field of a torch model.
 
+    from cnnlab.network import models
+    from cnnlab.network.layers import render
+    from cnnlab.network.summary import compare, summarize
     rows = summarize(models.create("seed"), (3, 32, 32))
     print(render(rows, [1, 3, 32, 32]))
     compare("seed", "seed-p1")     # the report's Discussion: the same network?
+
+(cnnlab.summary("seed") gives the same table from the top-level package.)
 
 Every output size, parameter count and MAC comes from the arithmetic in cnnlab.network.layers; a
 forward pass only tells which layer ran, in what order, on which input shape (the tests

@@ -5,6 +5,11 @@
     cfg = apply_overrides(TrainConfig.from_dict(to_dict(r)), {"optimizer.lr": 0.01}, "--set")
     for entry in shipped(): entry["name"], entry["target_acc"], entry["measured"]
 
+From the top-level package, cnnlab.recipes() (this package is callable) gives shipped():
+
+    >>> [r["name"] for r in cnnlab.recipes()][:2]
+    ['seed', 'seed-bn']
+
 A recipe file sets only what differs from the defaults (the report's recipe, cnnlab.recipes.schema),
 or from the recipe it names as `base`:
 
