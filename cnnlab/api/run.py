@@ -121,7 +121,7 @@ class Run:
         """
         from ..report.evaluation import summarize
         from ..runs.saved import evaluate_run
-        data = self._data if data is None else _as_data(data)
+        data = self._data if data is None else _as_data(data, self._config_json()["data"]["classes"])
         return summarize(evaluate_run(self.path, data, device, tta, model=self._module()))
 
     def predict(self, inputs: Any, top_k: int = 3, tta: str = "none", device: str = "auto") -> list[dict]:
@@ -182,10 +182,11 @@ class Run:
         return f"<div><table>{table}</table>{curves}</div>"
 
 
-def _as_data(data: Any):
-    """A path stays a path; images from Python become ImageData (cnnlab.data.memory)."""
+def _as_data(data: Any, classes: list[str]):
+    """A path stays a path; images from Python become ImageData (cnnlab.data.memory), labelled
+    with the run's class names."""
     from ..data.memory import from_python, is_python_data
-    return from_python(data) if is_python_data(data) else data
+    return from_python(data, classes) if is_python_data(data) else data
 
 
 def runs_of(paths: Iterable[Path], **kwargs) -> list[Run]:

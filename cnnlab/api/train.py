@@ -226,8 +226,11 @@ def load_run(path: str | Path, *, model: Any = None, data: Any = None) -> Run | 
     >>> run.evaluate()["test_acc"]                           # doctest: +SKIP
     """
     from ..data.memory import from_python, is_python_data
+    from ..runs.folder import read_config
     from ..runs.group import is_group
-    memory = from_python(data) if is_python_data(data) else None
+    memory = None
+    if is_python_data(data):  # labelled with the run's class names
+        memory = from_python(data, read_config(path)["data"]["classes"] if not is_group(path) else None)
     if is_group(path):
         return Group(path, model=model, data=memory)
     return Run(path, model=model, data=memory)

@@ -3,6 +3,7 @@
     data = from_python((x, y), classes=["cat", "dog"])         # tensors or numpy arrays, one split
     data = from_python(((x, y), (x_test, y_test)), classes=[...])  # a training and a test split
     data = from_python(my_dataset)                              # any torch Dataset of (image, label)
+    data = from_python([(pil_image, 3), ...], classes=[...])    # or a list of such items
     data = from_python((train_dataset, test_dataset))
 
 Images are uint8, N x 3 x H x W or N x H x W x 3 (numpy's and PIL's layout); a Dataset may
@@ -79,8 +80,10 @@ def _is_dataset(obj) -> bool:
 def _split(part, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     if _is_dataset(part):
         return _from_dataset(part, where)
-    if isinstance(part, (tuple, list)) and len(part) == 2:
+    if isinstance(part, (tuple, list)) and len(part) == 2 and not isinstance(part[0], tuple):
         return _images(part[0], where), _labels(part[1], len(part[0]), where)
+    if isinstance(part, list):  # a list of (image, label) items, read as a Dataset is
+        return _from_dataset(part, where)
     raise SettingsError(f"{where}: expected a pair (images, labels) of tensors or numpy arrays, a "
                         f"torch Dataset of (image, label), or a (train, test) pair of those; got "
                         f"{type(part).__name__}")
