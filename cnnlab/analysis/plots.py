@@ -27,13 +27,23 @@ MARK = "cnnlab"  # the PNG's Software text: a file cnnlab wrote and may replace
 PLAIN = {"text.usetex": False}
 
 
+class ShownFigure(Figure):
+    """A Figure that Jupyter shows as a PNG when it is a cell's value, whatever the backend:
+    IPython draws pyplot's figures itself, but a figure made without pyplot needs _repr_png_."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        return buffer.getvalue()
+
+
 def subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
     """(Figure, axes) like pyplot.subplots, but a Figure of its own on an Agg canvas: nothing
     global is touched (no backend switch, no figure left open in pyplot).
 
     >>> fig, (left, right) = subplots(1, 2, figsize=(10, 4))
     """
-    fig = Figure(figsize=figsize)
+    fig = ShownFigure(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
