@@ -3,7 +3,7 @@
     try:
         cnnlab.train("seed", lr=-1)
     except cnnlab.SettingsError as e:   # also a ValueError
-        print(e)                        # --lr must be a positive number, got -1
+        print(e)                        # cnnlab.train: optimizer.lr must be greater than 0, got -1.0
 """
 
 

@@ -221,3 +221,16 @@ def test_the_summary_modules_docstring_example_runs():
     import cnnlab.network.summary as summary
     code = "\n".join(line.strip() for line in summary.__doc__.splitlines() if line.startswith("    "))
     exec(code, {})
+
+
+def test_a_run_folder_from_before_val_loss_and_lr_still_loads_and_plots(quick, tmp_path):
+    import shutil
+    run, work = quick
+    old = tmp_path / "old"
+    shutil.copytree(work / run.path, old)
+    lines = (old / "history.csv").read_text().splitlines()
+    (old / "history.csv").write_text("\n".join(",".join(line.split(",")[:5]) for line in lines) + "\n")
+    again = cnnlab.load_run(old)
+    assert [list(r) for r in again.history] == [["epoch", "iters", "avg_loss", "elapsed_s", "val_acc"]] * 2
+    assert len(again.plot().axes) == 2 and "<table>" in again._repr_html_()
+    assert cnnlab.compare(again, run.path if run.path.is_absolute() else work / run.path)["groups"][0]["n"] == 1

@@ -51,7 +51,8 @@ def test_run_folder_holds_everything(trained_run):
     assert len(config["data"]["fingerprint"]) == 64 and config["versions"]["torch"] == torch.__version__
     with open(out / "history.csv") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc"]
+    # val_loss and lr come after the first five columns, so scripts reading those keep working
+    assert rows[0] == ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc", "val_loss", "lr"]
     assert len(rows) == 11 and rows[-1][0] == "10"
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)

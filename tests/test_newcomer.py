@@ -321,12 +321,12 @@ def test_curves_have_whole_epochs_a_bounded_accuracy_axis_and_the_test_mark():
 
 
 def test_compare_curves_have_whole_epochs_too(tmp_path, monkeypatch):
-    import matplotlib.pyplot as plt
-    from cnnlab.analysis.compare_plot import plot_groups
+    from cnnlab.analysis import compare_plot
     closed = []
-    monkeypatch.setattr(plt, "close", closed.append)  # keep the figure to look at
+    draw = compare_plot.groups_figure
+    monkeypatch.setattr(compare_plot, "groups_figure", lambda *a: closed.append(draw(*a)) or closed[-1])  # keep it
     row = {"epoch": 1.0, "iters": 3.0, "avg_loss": 1.1, "elapsed_s": 0.5, "val_acc": 99.9}
-    plot_groups([("a", [[row], [{**row, "val_acc": 99.0}]]), ("b", [[row]])], tmp_path / "c.png")
+    compare_plot.plot_groups([("a", [[row], [{**row, "val_acc": 99.0}]]), ("b", [[row]])], tmp_path / "c.png")
     acc = closed[0].axes[0]
     lo, hi = acc.get_xlim()
     assert [t for t in acc.get_xticks() if lo <= t <= hi] == [1.0]
@@ -334,12 +334,12 @@ def test_compare_curves_have_whole_epochs_too(tmp_path, monkeypatch):
 
 
 def test_report_curves_have_whole_epochs_too(monkeypatch):
-    import matplotlib.pyplot as plt
-    from cnnlab.report.figures import curves
+    from cnnlab.report import figures
     closed = []
-    monkeypatch.setattr(plt, "close", closed.append)  # keep the figure to look at
+    png = figures._png
+    monkeypatch.setattr(figures, "_png", lambda fig: closed.append(fig) or png(fig))  # keep the figure to look at
     row = {"epoch": 1.0, "iters": 3.0, "avg_loss": 1.1, "elapsed_s": 0.5, "val_acc": 99.9}
-    curves([("a", [row]), ("b", [{**row, "val_acc": 98.0}])])
+    figures.curves([("a", [row]), ("b", [{**row, "val_acc": 98.0}])])
     acc = closed[0].axes[0]
     lo, hi = acc.get_xlim()
     assert [t for t in acc.get_xticks() if lo <= t <= hi] == [1.0]

@@ -155,7 +155,8 @@ class Run:
         """
         from ..report import build_report
         if self._given_model is not None:
-            raise CnnlabError("the report of a model defined in Python is not supported yet: use run.evaluate() and run.plot()")
+            raise CnnlabError("a report of a model defined in Python cannot be built yet: use run.evaluate() "
+                              "and run.plot()")
         return build_report([self.path], path, self._data, device)
 
     def export(self, path: str | Path | None = None, check_all: bool = False) -> dict:

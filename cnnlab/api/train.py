@@ -144,7 +144,9 @@ class Group:
 
     def plot(self):
         """The runs' curves: mean and min-max band per epoch (a matplotlib Figure)."""
-        return compare_of([self]).plot()
+        from ..analysis.compare_plot import groups_figure
+        from ..runs.compare import load_group
+        return groups_figure([(self.path.name, [r.history for r in load_group(self.path).finished])])
 
     def _repr_html_(self) -> str:
         from .run import figure_html
@@ -153,11 +155,6 @@ class Group:
                 if s.get("mean") is not None else "no finished run yet")
         import html
         return f"<div><b>{html.escape(str(self.path))}</b>: {html.escape(line)}{figure_html(self.plot())}</div>"
-
-
-def compare_of(items):
-    from .compare import compare
-    return compare(*items)
 
 
 def train_seeds(recipe: str = "seed", *, seeds: Iterable[int] = range(5), data: Any = None, model: Any = None,

@@ -130,7 +130,8 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say, *, data: data_
         # Said before the data statistics and the first epoch, so a log shows life at once.
         recipe = "" if cfg.recipe == "seed" else f"recipe {cfg.recipe}: "
         log(f"{recipe}Training {cfg.model} ({models.count_params(model):,} parameters) on {plural(n_train, 'image')} "
-            f"{'from ' + data.source if data.source else 'given from Python'} ({n_val} to validate, {len(data.test_y)} to test), {device}, "
+            f"{'from ' + data.source if data.source else 'given from Python'} ({n_val} to validate, "
+            f"{len(data.test_y)} to test), {device}, "
             f"{resolve_precision(cfg, device)}; run folder {out}")
         d = prepare(data, cfg, device)
         _data_init(model, d)
