@@ -31,6 +31,7 @@ from .lock import hold
 from .resumable import check_checkpoint, load_into
 from . import tensorboard
 from .given import build_model, custom_record, needs_data, needs_model
+from .settings import RESUME_MAY_CHANGE, refuse_changes  # noqa: F401 - also imported from here
 from .signals import Interrupted, StopSignals
 
 
@@ -48,19 +49,6 @@ def _data_init(model, d) -> None:
         images = normalize(d.train_x[:DATA_INIT_IMAGES], d.mean_t, d.std_t).float()
         model.to(images.device)
         model.data_init(images)
-
-
-def get_dotted(obj, key: str):
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def flag_name(key: str) -> str:
-    """How the command line spells a setting: --lr, --batch-size, or --set optimizer.momentum=."""
-    if key == "optimizer.lr":
-        return "--lr"
-    return f"--{key.replace('_', '-')}" if "." not in key else f"--set {key}="
 
 
 # What makes a loss or the weights non-finite, most likely first; said with the error.
@@ -149,11 +137,6 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say, *, data: data_
             return _fit(out, cfg, config, model, d, TrainState(), None, log, progress=progress, epoch_end=epoch_end)
 
 
-# Flags that a resumed run may change: where it runs and where its (identical) data lives, and
-# where it logs. --precision may be given too: it switches the run's arithmetic, and config.json records it.
-RESUME_MAY_CHANGE = {"device", "data", "out", "strict", "tensorboard"}
-
-
 def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], None] = say, *,
                  data: data_mod.ImageData | None = None, model=None, progress: bool | None = None,
                  epoch_end: Callable[[Path, dict], bool | None] | None = None) -> dict:
@@ -181,24 +164,6 @@ def saved_arithmetic(config: dict) -> dict:
         return config["arithmetic"]
     channels_last = uses_channels_last(TrainConfig.from_dict(config["config"]))
     return {"precision": config["precision"], "memory_format": "channels_last" if channels_last else "contiguous"}
-
-
-def refuse_changes(saved: TrainConfig, overrides: dict, what: str) -> None:
-    """A resumed run (or group) keeps its recipe: a setting given again with another value is
-    refused in one line; only RESUME_MAY_CHANGE may differ."""
-    for key, value in overrides.items():
-        if key in RESUME_MAY_CHANGE:
-            continue
-        name = flag_name(key)
-        try:
-            was = get_dotted(saved, key)
-        except AttributeError:
-            raise CnnlabError(f"{name}: the {what}'s recipe has no setting {key!r}") from None
-        if was != value and not (isinstance(was, tuple) and list(was) == value):
-            flag = f"{name}{value}" if name.endswith("=") else f"{name} {value}"  # --set k=v, --lr 0.1
-            setting = f"the {what}'s {was}" if was is not None else f"the {what}, where {name} was not set"
-            raise CnnlabError(f"{flag} differs from {setting}: a resumed {what} keeps its recipe; "
-                              f"start a new {what} with --out to train with other settings")
 
 
 def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], None], *, data=None, model=None,

@@ -4,6 +4,9 @@
     cfg = resolve("seed-bn", {"optimizer": {"lr": 0.05}}, out="runs/x")
     dotted({"lr": 0.01, "optimizer": {"momentum": 0.8}})   # {"optimizer.lr": 0.01, "optimizer.momentum": 0.8}
 
+A resumed run keeps its recipe: refuse_changes says in one line which setting given again
+differs (only RESUME_MAY_CHANGE may).
+
 Settings are the command line's flag names (epochs, batch_size, lr, val_size, model, seed,
 device, data, max_steps, eval_batch_size, channels_last, compile, precision, strict, tensorboard)
 and every recipe key, dotted ("augment.flip") or as nested dicts (augment={"flip": "random"}).
@@ -61,3 +64,39 @@ def resolve(recipe: str | None, settings: dict[str, Any], out: str | None = None
     except CnnlabError as e:
         raise SettingsError(str(e)) from None
     return cfg
+
+
+# Flags that a resumed run may change: where it runs and where its (identical) data lives, and
+# where it logs. --precision may be given too: it switches the run's arithmetic, and config.json records it.
+RESUME_MAY_CHANGE = {"device", "data", "out", "strict", "tensorboard"}
+
+
+def get_dotted(obj, key: str):
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def flag_name(key: str) -> str:
+    """How the command line spells a setting: --lr, --batch-size, or --set optimizer.momentum=."""
+    if key == "optimizer.lr":
+        return "--lr"
+    return f"--{key.replace('_', '-')}" if "." not in key else f"--set {key}="
+
+
+def refuse_changes(saved: TrainConfig, overrides: dict, what: str) -> None:
+    """A resumed run (or group) keeps its recipe: a setting given again with another value is
+    refused in one line; only RESUME_MAY_CHANGE may differ."""
+    for key, value in overrides.items():
+        if key in RESUME_MAY_CHANGE:
+            continue
+        name = flag_name(key)
+        try:
+            was = get_dotted(saved, key)
+        except AttributeError:
+            raise CnnlabError(f"{name}: the {what}'s recipe has no setting {key!r}") from None
+        if was != value and not (isinstance(was, tuple) and list(was) == value):
+            flag = f"{name}{value}" if name.endswith("=") else f"{name} {value}"  # --set k=v, --lr 0.1
+            setting = f"the {what}'s {was}" if was is not None else f"the {what}, where {name} was not set"
+            raise CnnlabError(f"{flag} differs from {setting}: a resumed {what} keeps its recipe; "
+                              f"start a new {what} with --out to train with other settings")

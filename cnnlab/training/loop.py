@@ -29,6 +29,7 @@ from ..data.dataset import ImageData, channel_stats, normalize, parse_val_size, 
 from ..errors import CnnlabError
 from .losswatch import LossWatch, NonFiniteLoss
 from ..recipes.schema import Recipe, build, check
+from .optim import load_optimizer_state  # noqa: F401 - also imported from here
 from .schedules import lr_factor
 from .seeds import check_seed
 
@@ -148,22 +149,8 @@ class TrainState:
         return asdict(self)
 
 
-def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix arithmetic is native here (see arithmetic.native_bf16)."""
-    return arithmetic.native_bf16(device)
-
-
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
     return arithmetic.resolve(cfg.precision, uses_channels_last(cfg), device)["precision"]
-
-
-def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict) -> None:
-    """Load saved optimizer state, keeping this device's implementation choices (fused on
-    CUDA): a checkpoint from the CPU must not turn fused Adam off on the GPU."""
-    keep = ("fused", "foreach", "capturable")
-    mine = opt.param_groups
-    groups = [{**g, **{k: m[k] for k in keep if k in m}} for g, m in zip(saved["param_groups"], mine)]
-    opt.load_state_dict({**saved, "param_groups": groups})
 
 
 @dataclass

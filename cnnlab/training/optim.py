@@ -224,3 +224,12 @@ def step(opt: torch.optim.Optimizer) -> None:
         plain(opt)
     else:
         opt.step()
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict) -> None:
+    """Load saved optimizer state, keeping this device's implementation choices (fused on
+    CUDA): a checkpoint from the CPU must not turn fused Adam off on the GPU."""
+    keep = ("fused", "foreach", "capturable")
+    mine = opt.param_groups
+    groups = [{**g, **{k: m[k] for k in keep if k in m}} for g, m in zip(saved["param_groups"], mine)]
+    opt.load_state_dict({**saved, "param_groups": groups})
