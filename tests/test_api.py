@@ -52,6 +52,7 @@ def test_the_public_names_are_listed_and_typed():
     assert issubclass(cnnlab.SettingsError, ValueError) and issubclass(cnnlab.SettingsError, cnnlab.CnnlabError)
 
 
+@pytest.mark.slow
 def test_readme_quick_start_trains_tests_and_plots(quick):
     run, work = quick
     assert run.path.parent == Path("runs") and (work / run.path / "metrics.json").is_file()
@@ -61,13 +62,23 @@ def test_readme_quick_start_trains_tests_and_plots(quick):
     assert list(run.history[0]) == ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc", "val_loss", "lr"]
     assert run.history[-1]["lr"] == pytest.approx(1e-3) and run.history[-1]["val_loss"] > 0
     fig = run.plot()
-    assert type(fig).__name__ == "Figure" and len(fig.axes) == 2
+    from matplotlib.figure import Figure
+    assert isinstance(fig, Figure) and len(fig.axes) == 2 and fig._repr_png_()[:4] == b"\x89PNG"
     assert run.evaluate()["test_acc"] == run.metrics["test_acc"]  # the weights on disk are the run's
     assert run.config["model"] == "seed" and run.model.training is False
     html = run._repr_html_()
     assert "test accuracy" in html and "data:image/png;base64," in html
+    from PIL import Image
+    files = sorted((Path(run._config_json()["data"]["source"]) / "test" / "cat").iterdir())[:2]
+    by_path = run.predict(files, top_k=2)
+    assert [r["path"] for r in by_path] == [str(f) for f in files] and len(by_path[0]["top"]) == 2
+    by_image = run.predict([Image.open(f) for f in files], top_k=2)  # the same decoding as from files
+    assert [r["top"] for r in by_image] == [r["top"] for r in by_path] and by_image[0]["path"] is None
+    pytest.importorskip("onnxruntime")
+    assert run.export(work / "seed.onnx")["ok"] and (work / "seed.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_api_and_cli_give_bitwise_equal_weights_and_the_same_test_accuracy(quick, real_subset, tmp_path):
     run, work = quick
     out = tmp_path / "cli"
@@ -133,6 +144,7 @@ def test_on_epoch_end_gets_the_finished_epochs_row(real_subset):
     assert seen == [(1, 2), (2, 3)]  # the row's epoch, and the state already at the next (to resume from)
 
 
+@pytest.mark.slow
 def test_stopping_after_an_epoch_keeps_a_checkpoint_and_resumes_to_the_same_weights(quick, real_subset, tmp_path,
                                                                                     monkeypatch):
     run, work = quick
@@ -172,6 +184,7 @@ print(json.dumps({"backend": matplotlib.get_backend(), "pyplot_figures": plt.get
 """
 
 
+@pytest.mark.slow
 def test_training_and_plotting_leave_the_process_as_they_found_it(real_subset, tmp_path):
     proc = subprocess.run([sys.executable, "-c", LEAVES_ALONE, str(real_subset), str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=300)
@@ -223,6 +236,7 @@ def test_the_summary_modules_docstring_example_runs():
     exec(code, {})
 
 
+@pytest.mark.slow
 def test_a_run_folder_from_before_val_loss_and_lr_still_loads_and_plots(quick, tmp_path):
     import shutil
     run, work = quick

@@ -52,6 +52,7 @@ def arrays(real_subset):
     return d
 
 
+@pytest.mark.slow
 def test_a_custom_module_trains_and_comes_back_through_load_run(real_subset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)  # the module's initial weights are the user's: made reproducible here
@@ -61,6 +62,7 @@ def test_a_custom_module_trains_and_comes_back_through_load_run(real_subset, tmp
     assert run.config["model"] == "TinyNet" and run._config_json()["custom_model"]["class"].endswith("TinyNet")
     again = cnnlab.load_run("mine", model=TinyNet())
     assert again.evaluate()["test_acc"] == run.metrics["test_acc"]
+    assert "TinyNet" in again.report("mine.html").read_text()  # from its saved evaluation
     with pytest.raises(cnnlab.CnnlabError, match="model defined in Python"):
         cnnlab.load_run("mine").model  # noqa: B018
     assert main(["evaluate", "mine"]) == 2  # the command line: one line, no traceback
@@ -68,6 +70,7 @@ def test_a_custom_module_trains_and_comes_back_through_load_run(real_subset, tmp
     assert err.count("\n") == 0 and "cnnlab.load_run('mine', model=TinyNet())" in err
 
 
+@pytest.mark.slow
 def test_a_tensor_pair_trains_and_records_no_path(arrays, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     pair = ((arrays.train_x, arrays.train_y), (arrays.test_x, arrays.test_y))
@@ -81,6 +84,7 @@ def test_a_tensor_pair_trains_and_records_no_path(arrays, tmp_path, monkeypatch,
     assert "images given from Python" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_dataset_of_pil_images_trains_and_comes_back(real_subset, arrays, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train, test = FolderImages(real_subset / "train"), FolderImages(real_subset / "test")
@@ -125,3 +129,19 @@ def test_wrong_inputs_are_one_line_before_any_run_folder(data, kwargs, message, 
         cnnlab.train("seed", data=data, **kwargs)
     assert "\n" not in str(e.value)
     assert list(tmp_path.iterdir()) == []  # no run folder, no runs/
+
+
+def test_train_seeds_builds_a_fresh_model_per_seed_and_each_run_is_cnnlab_train_with_that_seed(real_subset,
+                                                                                              tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    monkeypatch.chdir(tmp_path)
+    tiny = {"epochs": 1, "max_steps": 2, "batch_size": 64, "progress": False}
+    group = cnnlab.train_seeds(model=TinyNet, data=real_subset, seeds=[0, 1], out="group", **tiny)
+    assert group.seeds == [0, 1] and [r.path.name for r in group.runs] == ["seed-0", "seed-1"]
+    alone = cnnlab.train(model=TinyNet, data=real_subset, seed=1, out="alone", **tiny)
+    a, b = load_file(tmp_path / "group" / "seed-1" / "model.safetensors"), load_file(alone.path / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    w0 = load_file(tmp_path / "group" / "seed-0" / "model.safetensors")
+    assert not torch.equal(w0["head.weight"], a["head.weight"])  # each seed its own initial weights
+    with pytest.raises(cnnlab.SettingsError, match="fresh model per seed"):
+        cnnlab.train_seeds(model=TinyNet(), data=real_subset, seeds=[0, 1], **tiny)

@@ -21,7 +21,6 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import CnnlabError
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -110,19 +109,24 @@ class Run:
         import torch
         return given if isinstance(given, torch.nn.Module) else given()
 
-    def evaluate(self, tta: str | None = None, data: Any = None, device: str = "auto") -> dict:
+    def evaluate(self, tta: str | None = None, data: Any = None, device: str = "auto", save: bool = False) -> dict:
         """Test the saved weights again; the numbers `cnnlab evaluate` shows (eval.json's content):
         test_acc, mean_loss, ece, per_class, most_confused, confusion_matrix, ...
 
         tta: none, flip or flip-shift (None: the run's recipe's, so test_acc is the number
-        training printed). data: another dataset path (default: the run's own).
+        training printed). data: another dataset path (default: the run's own). save: also write
+        eval.json and its figures into the run folder, as `cnnlab evaluate` does.
 
         >>> run.evaluate(tta="flip")["test_acc"]   # doctest: +SKIP
         """
-        from ..report.evaluation import summarize
+        from ..report.evaluation import draw, summarize, write_eval
         from ..runs.saved import evaluate_run
         data = self._data if data is None else _as_data(data, self._config_json()["data"]["classes"])
-        return summarize(evaluate_run(self.path, data, device, tta, model=self._module()))
+        out = evaluate_run(self.path, data, device, tta, model=self._module())
+        summary = summarize(out)
+        if save:
+            write_eval(self.path, summary, draw(out, summary))
+        return summary
 
     def predict(self, inputs: Any, top_k: int = 3, tta: str = "none", device: str = "auto") -> list[dict]:
         """Top classes of images: paths (files or folders), PIL images, or uint8 tensors
@@ -155,8 +159,7 @@ class Run:
         """
         from ..report import build_report
         if self._given_model is not None:
-            raise CnnlabError("a report of a model defined in Python cannot be built yet: use run.evaluate() "
-                              "and run.plot()")
+            self.evaluate(device=device, save=True)  # the report reads eval.json: it cannot build the model
         return build_report([self.path], path, self._data, device)
 
     def export(self, path: str | Path | None = None, check_all: bool = False) -> dict:

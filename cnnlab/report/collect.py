@@ -56,6 +56,10 @@ def _load_data(config: dict, data_path):
     from ..data import dataset as data_mod, decode
     from ..runs import default_data
     where = data_path if data_path is not None else default_data(config)
+    if isinstance(where, data_mod.ImageData):  # images given from Python (cnnlab.Run.report)
+        return where, None
+    if where is None and config["data"].get("kind") == data_mod.MEMORY:
+        return None, "it was given from Python and has no path"
     size, rule = decode.recorded(config)  # the pixels the run was trained and tested on
     try:
         with warnings.catch_warnings():
