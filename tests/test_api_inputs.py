@@ -131,6 +131,7 @@ def test_wrong_inputs_are_one_line_before_any_run_folder(data, kwargs, message, 
     assert list(tmp_path.iterdir()) == []  # no run folder, no runs/
 
 
+@pytest.mark.slow
 def test_train_seeds_builds_a_fresh_model_per_seed_and_each_run_is_cnnlab_train_with_that_seed(real_subset,
                                                                                               tmp_path, monkeypatch):
     from safetensors.torch import load_file
