@@ -26,7 +26,8 @@ _LAZY = {
     "CnnlabError": "cnnlab.errors", "SettingsError": "cnnlab.errors", "StopTraining": "cnnlab.errors",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["CnnlabError", "Comparison", "Group", "Run", "SettingsError", "StopTraining", "Table", "__version__",
+           "compare", "load_run", "models", "recipes", "resume", "shape", "summary", "train", "train_seeds"]
 
 if TYPE_CHECKING:  # for type checkers and editors: the real names
     from .api.compare import Comparison, compare

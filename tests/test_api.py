@@ -48,6 +48,7 @@ def test_the_public_names_are_listed_and_typed():
         assert name in cnnlab.__all__ and name in dir(cnnlab)
         obj = getattr(cnnlab, name)
         assert obj.__doc__ and (">>>" in obj.__doc__ or isinstance(obj, type))
+    assert set(cnnlab.__all__) == {*cnnlab._LAZY, "__version__"}
     assert (Path(cnnlab.__file__).parent / "py.typed").is_file()
     assert issubclass(cnnlab.SettingsError, ValueError) and issubclass(cnnlab.SettingsError, cnnlab.CnnlabError)
 

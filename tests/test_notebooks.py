@@ -1,7 +1,6 @@
 """The example notebooks (examples/*.ipynb) run top to bottom, on a small real subset with a step
 cap that the notebooks read from the environment (CNNLAB_MAX_STEPS, CNNLAB_SEEDS), and are
 stored without outputs."""
-import os
 from pathlib import Path
 
 import pytest

@@ -1,7 +1,8 @@
 """cnnlab.compare: runs or groups side by side, the numbers `cnnlab compare --json` prints.
 
     result = cnnlab.compare(group_seed, group_p1)     # Run/Group objects or folder paths
-    result["groups"][1]["test_acc"]["mean"], result["comparisons"]
+    for g in result["groups"]: print(g["name"], g["mean"], g["ci95"])   # per group
+    result["pairs"]                                   # each group against the first: diff, p_value, verdict
     result.plot()                                     # curves: mean and min-max band per group
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Comparison(dict):
 def compare(*runs_or_groups: Any) -> Comparison:
     """Compare runs and groups (Run, Group, or folder paths); the first is the baseline.
 
-    Returns the numbers `cnnlab compare --json` prints (per group: test accuracy mean, std,
+    Returns the numbers `cnnlab compare --json` prints ("groups"; "pairs": per group: test accuracy mean, std,
     95 % interval, ...; each group against the first: difference, Welch's t-test, verdict),
     with .plot() and .table(). The interval and test need scipy (pip install 'cnnlab[stats]').
 

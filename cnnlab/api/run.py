@@ -1,7 +1,7 @@
 """A run folder as a Python object: its settings, history, metrics, model, and what to do with it.
 
     run = cnnlab.load_run("runs/20260101-120000-seed")
-    run.metrics["test_acc"], run.history[-1]["val_loss"]
+    run.metrics["test_acc"]; last = run.history[-1]; last["val_loss"]
     run.evaluate(tta="flip")["test_acc"]
     run.predict(["photo.jpg"])        # [{"path": "photo.jpg", "top": [{"class": "cat", "prob": 0.8}, ...]}]
     run.plot()                        # a matplotlib Figure: shown inline in Jupyter
@@ -134,8 +134,9 @@ class Run:
         `cnnlab predict --json` prints: {"path", "top": [{"class", "prob"}, ...]} (path None for
         images given as objects).
 
-        >>> run.predict(["photo.jpg"], top_k=1)[0]["top"][0]["class"]   # doctest: +SKIP
-        'cat'
+        >>> best = run.predict(["photo.jpg"], top_k=1)[0]   # doctest: +SKIP
+        >>> best["top"]                                     # doctest: +SKIP
+        [{'class': 'cat', 'prob': 0.81}]
         """
         from .predict import predict_objects
         return predict_objects(self, inputs, top_k, tta, device)

@@ -110,7 +110,8 @@ class Group:
     """A group folder: one run per seed of one recipe (cnnlab.train_seeds, `cnnlab train --seeds`).
 
     >>> group = cnnlab.train_seeds("seed", seeds=range(3), epochs=2)   # doctest: +SKIP
-    >>> group.summary["test_acc"]["mean"], [r.metrics["test_acc"] for r in group.runs]   # doctest: +SKIP
+    >>> accuracy = group.summary["test_acc"]; accuracy["mean"]             # doctest: +SKIP
+    >>> [r.metrics["test_acc"] for r in group.runs]                          # doctest: +SKIP
     """
 
     def __init__(self, path: str | Path, *, model: Any = None, data: Any = None) -> None:
