@@ -137,7 +137,7 @@ def _write(group_dir: Path, group: dict) -> dict:
     return group
 
 
-def probe(build: Callable) -> "torch.nn.Module":
+def probe(build: Callable):
     """A network from a model builder, to check the data against, leaving the global RNG as it was."""
     import torch
     with torch.random.fork_rng(devices=[]):

@@ -287,23 +287,17 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
     return state.loss_sum / max(state.step, 1)
 
 
-EpochEnd = Callable[[dict, TrainState, Setup], "bool | None"]
-
-
 def train(cfg: TrainConfig, model: torch.nn.Module, d: Prepared, log: Callable[[str], None] = print,
-          on_epoch_end: EpochEnd | None = None,
+          on_epoch_end: Callable[[dict, TrainState, Setup], bool | None] | None = None,
           state: TrainState | None = None, optimizer_state: dict | None = None,
           should_stop: Callable[[], bool] = lambda: False,
           averaging_state: dict | None = None, arith: dict | None = None,
           selection_state: dict | None = None, progress: bool | None = None) -> tuple[TrainState, Setup]:
     """Train model on d.train_* as the recipe in cfg says, validating after every epoch.
 
-    on_epoch_end(row, state, s) is called after every epoch with that epoch's history row
-    (row["epoch"] is the epoch just finished) and the state, which already points at the next
-    epoch (what a checkpoint saves, to resume from). When it returns False, training ends after
-    that epoch as a step cap ends it (state.stopped stays False: the caller tests and saves).
-    progress: a progress bar per epoch (tqdm.auto: a widget in a notebook); None shows it when
-    stderr is a terminal.
+    on_epoch_end(row, state, s) gets the finished epoch's history row and the state, already at
+    the next epoch (what a checkpoint saves); returning False ends training there, as a step cap
+    does. progress: a bar per epoch (tqdm.auto); None: when stderr is a terminal.
 
     Starts afresh, or continues from state (with optimizer_state, averaging_state and
     selection_state) exactly where it stood. Returns the final state and the Setup (its opt, its averager,
