@@ -1,7 +1,7 @@
 """Run.predict: top classes of image files, PIL images or uint8 tensors, as `predict --json` prints.
 
     predict_objects(run, ["photo.jpg", "holiday/"])           # files and folders (cnnlab.runs.predict)
-    predict_objects(run, [Image.open("cat.png")])             # PIL images: made RGB, centre square
+    predict_objects(run, [Image.open("cat.png")])             # PIL images: fitted as files are
     predict_objects(run, torch.zeros(4, 3, 32, 32, dtype=torch.uint8))   # tensors at the run's size
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ def _is_path(x: Any) -> bool:
 def predict_objects(run, inputs: Any, top_k: int = 3, tta: str = "none", device: str = "auto") -> list[dict]:
     import torch
 
-    from ..runs.predict import Prediction, fit_square, predict, record, to_rgb
+    from ..data.decode import fit, recorded, to_rgb
+    from ..runs.predict import Prediction, predict, record
     if _is_path(inputs) or not isinstance(inputs, (list, tuple, torch.Tensor, np.ndarray)):
         inputs = [inputs]
     if isinstance(inputs, (torch.Tensor, np.ndarray)) and np.ndim(inputs) == 3:
@@ -35,11 +36,12 @@ def predict_objects(run, inputs: Any, top_k: int = 3, tta: str = "none", device:
     from ..runs.saved import eval_precision, place
     config = run._config_json()
     info = config["data"]
-    size, classes = info["image_size"], info["classes"]
+    classes = info["classes"]
+    size, rule = recorded(config)  # the run's image size and resize rule, as predict uses them
     arrays = []
     for i, x in enumerate(items):
         if isinstance(x, Image.Image):
-            arrays.append(np.asarray(fit_square(to_rgb(x), size)).transpose(2, 0, 1))
+            arrays.append(np.asarray(fit(to_rgb(x), size, rule)).transpose(2, 0, 1))
             continue
         t = torch.as_tensor(x)
         batch = t if t.ndim == 4 else t[None]
