@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import warnings
 
-from ..errors import CnnlabError
+from ..errors import CnnlabError, CnnlabWarning
+from ..text import plural
 from .common import DATA_HELP, positive_float, positive_int, say, val_size
 
 # Flags that set one recipe field (dotted key) and flags of the run itself.
@@ -100,16 +103,54 @@ def _launch(args, given: dict) -> int:
         run_dir = argv[-1] if cfg.out is None else cfg.out
     if selection.active(cfg.select):  # said once, here, not once per process
         raise CnnlabError(selection.ONE_PROCESS)
-    pick_backend(args.dist_backend or "auto", pick_device(_device_name(args, given)))
+    device = pick_device(_device_name(args, given))
+    pick_backend(args.dist_backend or "auto", device)
+    if device.type == "cpu":
+        check_cores(args.nproc, usable_cores())
     return launch(args.nproc, argv, run_dir)
 
 
+# More CPU processes than this many per core only wait on each other (and on the machine's other users).
+MAX_PROCS_PER_CORE = 4
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def check_cores(nproc: int, cores: int) -> None:
+    """--nproc on the CPU: a warning above the core count, a refusal far above it."""
+    if nproc > MAX_PROCS_PER_CORE * cores:
+        raise CnnlabError(f"--nproc {nproc} starts {nproc} training processes on {plural(cores, 'CPU core')}: "
+                          f"use at most --nproc {cores} (one process per core)")
+    if nproc > cores:
+        warnings.warn(f"--nproc {nproc} is more processes than this machine's {plural(cores, 'CPU core')}: "
+                      f"they share the cores and train slower than --nproc {cores} would", CnnlabWarning)
+
+
 def new_config(args, given: dict):
-    """The recipe (--recipe, default seed) with the command line's settings over it."""
+    """The recipe (--recipe, default seed) with the command line's settings over it.
+
+    The description stays the recipe's own, marked as such when the command line changed the
+    recipe: config.json and the report show the run's settings from their resolved values.
+    """
+    from dataclasses import replace
+
     from ..recipes import apply_overrides, load_recipe, to_dict
+    from ..runs.fit import get_dotted
     from ..training.loop import TrainConfig
     base = TrainConfig.from_dict({**to_dict(load_recipe(args.recipe or "seed")), "out": args.out})
-    return apply_overrides(base, given, "the command line")
+    cfg = apply_overrides(base, given, "the command line")
+    changed = [k for k in given if k not in RUN_FLAGS and get_dotted(cfg, k) != get_dotted(base, k)]
+    if changed and cfg.description:
+        cfg = replace(cfg, description=f"{cfg.description} (the recipe as shipped; this run sets "
+                      + ", ".join(f"{k}={_text(get_dotted(cfg, k))}" for k in changed) + ")")
+    return cfg
+
+
+def _text(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else f"{value:g}" \
+        if isinstance(value, float) else str(value)
 
 
 def _is_group(path) -> bool:
