@@ -13,7 +13,7 @@ from .common import DATA_HELP, positive_float, positive_int, say, val_size
 RECIPE_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "optimizer.lr",
                 "val_size": "val_size", "image_size": "image_size", "resize": "resize"}
 RUN_FLAGS = ["seed", "device", "data", "max_steps", "eval_batch_size", "channels_last", "compile", "precision",
-             "strict"]
+             "strict", "keep", "patience"]
 
 
 def overrides(args) -> dict:
@@ -211,7 +211,9 @@ def register(sub, parents) -> None:
     t.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run (or group of runs, see --seeds) from its last checkpoint, "
                    "exactly as if it had not stopped; --device and --data may be given, --precision switches the "
-                   "run's arithmetic (recorded), other settings must match the run's")
+                   "run's arithmetic (recorded), --epochs N above the run's extends it, finished or not (recorded "
+                   "in config.json; its metrics.json and weights are replaced when the extension finishes), "
+                   "other settings must match the run's")
     t.add_argument("--seeds", metavar="SEEDS",
                    help="train once per seed, one after another, into a group folder with one run folder "
                    "per seed and group.json: a range 0-4, a list 0,3,7, or both; see 'cnnlab compare'")
@@ -224,6 +226,13 @@ def register(sub, parents) -> None:
     t.add_argument("--max-steps", type=positive_int,
                    help="end the run after this many optimizer steps in all, then test and save as usual: "
                    "a quick check that a setup works end to end (default: no limit)")
+    t.add_argument("--keep", choices=["last", "best"],
+                   help="weights to keep: last (model.safetensors, tested) or best: also the weights of the epoch "
+                   "with the best validation accuracy, in best.safetensors (metrics.json names the epoch) "
+                   "(default: last)")
+    t.add_argument("--patience", type=positive_int, metavar="N",
+                   help="end the run early when validation accuracy has not improved for N epochs, then test "
+                   "and save as usual (metrics.json says where it stopped) (default: train every epoch)")
     t.add_argument("--eval-batch-size", type=positive_int,
                    help="images per batch when evaluating (default: 1000)")
     t.add_argument("--strict", action="store_true", default=None,

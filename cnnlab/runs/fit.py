@@ -23,11 +23,12 @@ from ..data.dataset import normalize
 from ..training.losswatch import NonFiniteLoss
 from ..recipes import to_dict
 from ..text import plural
-from ..training.loop import (TrainConfig, TrainState, pick_device, prepare, resolve_precision,
+from ..training.loop import (TrainConfig, TrainState, epoch_steps, pick_device, prepare, resolve_precision,
                              total_steps, train, uses_channels_last)
 from .folder import HISTORY_FIELDS, _number, claim_run_dir, describe, read_config, unclaim, versions, write_json
 from .lock import hold
 from .resumable import check_checkpoint, load_into
+from . import checks, stopping
 from .signals import Interrupted, StopSignals
 
 
@@ -112,6 +113,8 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
         distributed.same_as_main(data.fingerprint, f"the data at {data.source}")
         n_val = data_mod.val_count(cfg.val_size, len(data.train_y))
         n_train = len(data.train_y) - n_val
+        checks.learnable(data.classes, n_train, n_val, data.source)
+        stopping.check_needs_validation(cfg.keep, cfg.patience, n_val)
         # The absolute path, so that evaluate and --resume find the data from any folder.
         where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
         torch.manual_seed(cfg.seed)
@@ -187,12 +190,13 @@ def refuse_changes(saved: TrainConfig, overrides: dict, what: str) -> None:
 
 def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], None]) -> dict:
     precision = overrides.pop("precision", None)
+    extend = stopping.extension(config, overrides.pop("epochs", None))
     saved = TrainConfig.from_dict(config["config"])
     refuse_changes(saved, overrides, "run")
     overrides = {k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE and v is not None}
     if overrides.get("data") is not None:
         overrides["data"] = str(Path(overrides["data"]).expanduser().resolve())
-    cfg = replace(saved, **overrides, out=str(run_dir))
+    cfg = replace(saved, **overrides, out=str(run_dir), epochs=extend or saved.epochs)
     cfg.validate()
     if distributed.is_main():
         checkpoints.remove_partial_writes(run_dir)
@@ -200,13 +204,14 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
     if (run_dir / "checkpoint.pt").exists():
         ckpt = checkpoints.load_checkpoint(run_dir / "checkpoint.pt")
         check_checkpoint(ckpt, run_dir / "checkpoint.pt")  # its structure, before any of it is used
-        if ckpt.get("model") != cfg.model or ckpt.get("config", {}).get("epochs") != cfg.epochs:
+        if ckpt.get("model") != cfg.model or ckpt.get("config", {}).get("epochs") not in stopping.lengths(config):
             raise CnnlabError(f"{run_dir}/checkpoint.pt belongs to another run (model "
                               f"{ckpt.get('model')}, {ckpt.get('config', {}).get('epochs')} epochs): "
                               f"it cannot be resumed with this config.json")
         if ckpt["state"]["epoch"] > cfg.epochs and (run_dir / "metrics.json").exists():
             raise CnnlabError(f"{run_dir} has finished all {cfg.epochs} epochs: nothing to resume; "
-                              f"see its metrics.json or run 'cnnlab evaluate {run_dir}'")
+                              f"see its metrics.json or run 'cnnlab evaluate {run_dir}', or give "
+                              f"--epochs N (more than {cfg.epochs}) to extend it")
     device = distributed.local_device(pick_device(cfg.device))
     arith, change = arithmetic.for_resume(saved_arithmetic(config), device, precision)
     cfg = replace(cfg, channels_last=arith["memory_format"] == "channels_last")
@@ -232,6 +237,13 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
         checkpoints.set_rng_state(ckpt["rng"], device)
     else:
         _data_init(model, d)  # killed before its first checkpoint: start as a fresh run does
+    if extend is not None:
+        if state.step == 0:  # a run that ended early (--patience) goes on after its last epoch
+            state.epoch = len(state.history) + 1
+        log(f"Extending {run_dir} from {config['config']['epochs']} to {extend} epochs")
+        config = stopping.extended(config, extend, state)
+        if distributed.is_main():
+            write_json(run_dir / "config.json", config)
     if change is not None or arith != config.get("arithmetic"):
         changes = config.get("arithmetic_changes", [])
         if change is not None:
@@ -304,8 +316,15 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
             "rng": checkpoints.rng_state(device), **extra})
 
     def on_epoch_end(state: TrainState, s) -> None:
+        if stopping.stop_early(state.history, cfg.patience) and state.epoch <= cfg.epochs:
+            state.epoch = cfg.epochs + 1  # the run ends here, tested and saved as usual
+            best = stopping.best_row(state.history)
+            log(f"Early stop: no better validation accuracy for {cfg.patience} epochs "
+                f"(best {best['val_acc']:.3f} % at epoch {best['epoch']})")
         if main:
             write_history(state.history)
+            if cfg.keep == "best" and stopping.improved(state.history):  # before the checkpoint
+                stopping.save_best(out, s.eval_model, cfg.model, state.history)
             save(state, s)
 
     if main:
@@ -334,16 +353,22 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     test = distributed.evaluate(s.eval_model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last,
                                 cfg.tta, s.eval_precision)
     log(f"Test Accuracy: {test['acc']:.3f} %" + ("" if cfg.tta == "none" else f" (test-time augmentation: {cfg.tta})"))
+    last = state.history[-1]
+    last_steps = epoch_steps(cfg, len(d.train_y), last["epoch"])  # the last epoch's full length
     metrics = {"model": cfg.model, "recipe": cfg.recipe, "tta": cfg.tta, "test_acc": test["acc"], "test_loss": test["loss"],
-               "val_acc": _number(state.history[-1]["val_acc"]), "epochs": len(state.history),
+               "val_acc": _number(last["val_acc"]), "epochs": stopping.epochs_done(state.history, last_steps),
                "steps": state.steps, "train_seconds": state.elapsed,
-               "params": models.count_params(model), "device": str(device)}
+               "params": models.count_params(model), "device": str(device),
+               **stopping.summary(state.history, cfg.keep, cfg.patience, cfg.epochs)}
+    if last["iters"] < last_steps:  # --max-steps ended the run inside an epoch: say how far it got
+        metrics["last_epoch"] = {"epoch": last["epoch"], "steps": last["iters"], "of": last_steps}
     if not main:
         return {**metrics, "out": str(out)}
     checkpoints.save_weights(out / "model.safetensors", s.eval_model, {"model": cfg.model})
     from ..analysis.plots import plot_curves  # matplotlib is imported only when a figure is drawn
-    plot_curves(out / "history.csv", out / "curves.png", title=f"{cfg.model} on {Path(config['data']['source']).name}",
-                test_acc=test["acc"])
+    plot_curves(out / "history.csv", out / "curves.png",
+                title=f"{out.name}: {cfg.model} on {Path(config['data']['source']).name}",
+                test_acc=test["acc"], last_epoch_steps=last_steps)
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     log(f"Run saved in {out}")
     return {**metrics, "out": str(out)}
