@@ -61,10 +61,9 @@ class TrainConfig(Recipe):
         parse_val_size(self.val_size)
         if selection.active(self.select) and distributed.world() > 1:
             raise CnnlabError(selection.ONE_PROCESS)
-        if self.keep not in ("last", "best"):
-            raise CnnlabError(f"--keep must be last or best, got {self.keep!r}")
-        if self.patience is not None and self.patience < 1:
-            raise CnnlabError(f"--patience must be a positive integer, got {self.patience}")
+        if self.keep not in ("last", "best") or self.patience is not None and self.patience < 1:
+            raise CnnlabError(f"--keep must be last or best and --patience a positive integer, "
+                              f"got {self.keep!r}, {self.patience}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise CnnlabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
         check(self, f"recipe {self.recipe}")  # every other field's type and range
@@ -260,7 +259,7 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
     # Summed over the ranks at the end: rank 0 carries what earlier steps of the epoch added.
     loss_sum = torch.tensor(state.loss_sum if rank == 0 else 0.0, device=device)
     watch = LossWatch(device, state.epoch)
-    bar = tqdm(total=end, initial=state.step,  # a step cap's end, not the epoch's desc=f"epoch {state.epoch}/{cfg.epochs}",
+    bar = tqdm(total=end, initial=state.step, desc=f"epoch {state.epoch}/{cfg.epochs}",
                file=sys.stderr, leave=False, disable=not progress or rank > 0, dynamic_ncols=True)
     for step in range(state.step, end):
         optim.set_lr(s.opt, lr_factor(cfg.schedule, state.steps, total))
