@@ -66,7 +66,7 @@ def confusion(cm, classes: list[str]) -> bytes:
     labels = [plain(c if len(c) <= 18 else c[:17] + "…") for c in classes]
     # Up to 10 classes the two panels fit the report's column, so the numbers show at their
     # size (10 pt: 14 px); more classes make it wider, to be scrolled, not shrunk.
-    side = min(max(4.0, 0.36 * n + 1.5), 20.0)
+    side = min(max(4.0, 0.34 * n + 1.4), 20.0)
     tick = max(5.0, min(10.0, 260.0 / max(n, 1)))
     with _rc():
         fig, axes = plt.subplots(1, 2, figsize=(2 * side + 0.8, side + 0.6))
@@ -103,7 +103,7 @@ def mistakes(images, true_names: list[str], pred_names: list[str], probs: list[f
     rows = max(1, -(-k // cols))
     with _rc():
         top = 0.4 if title else 0.0  # inches above the grid for the title
-        fig, axes = plt.subplots(rows, cols, figsize=(max(1.75 * cols, 5.0 if title else 0), 2.3 * rows + top),
+        fig, axes = plt.subplots(rows, cols, figsize=(max(1.75 * cols, 5.0 if title else 0), 2.6 * rows + top),
                                  squeeze=False)
         for i, ax in enumerate(axes.flat):
             ax.axis("off")
