@@ -420,3 +420,27 @@ def test_confusion_and_mistakes_of_ten_classes_fit_the_reports_column():
                 figures.mistakes(images, classes + classes[:6], classes[::-1] + classes[:6], [0.99] * 16,
                                  title="Most confident mistakes of run on cifar10")):
         assert Image.open(io.BytesIO(png)).width <= 100 * figures.COLUMN_INCHES
+
+
+@pytest.mark.slow
+def test_patience_and_keep_best_decide_the_same_after_a_stop_and_resume(tiny_run, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from cnnlab.cli import train
+    _, data = tiny_run
+    flags = ["--data", str(data), *TINY, "--lr", "0.01", "--epochs", "8", "--patience", "2", "--keep", "best"]
+    assert main(["train", *flags, "--out", str(tmp_path / "whole")]) == 0
+
+    def say_then_interrupt(line):
+        if line.startswith("Epoch: 2 | Validation"):
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(train, "say", say_then_interrupt)
+    assert main(["train", *flags, "--out", str(tmp_path / "split")]) == 130
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(tmp_path / "split")]) == 0
+    whole, split = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("whole", "split"))
+    same = ("epochs", "steps", "test_acc", "val_acc", "best", "early_stop")
+    assert {k: whole.get(k) for k in same} == {k: split.get(k) for k in same}
+    for name in ("best.safetensors", "model.safetensors"):
+        assert same_weights(tmp_path / "whole" / name, tmp_path / "split" / name)

@@ -90,9 +90,12 @@ def _launch(args, given: dict) -> int:
     if args.resume:
         from ..runs import read_config
         from ..runs.fit import refuse_changes
+        from ..runs.stopping import extension
         from ..training.loop import TrainConfig
-        cfg = TrainConfig.from_dict(read_config(args.resume)["config"])
-        refuse_changes(cfg, {k: v for k, v in given.items() if k != "precision"}, "run")
+        config = read_config(args.resume)
+        extension(config, given.get("epochs"))  # more epochs extend the run; fewer are refused
+        cfg = TrainConfig.from_dict(config["config"])
+        refuse_changes(cfg, {k: v for k, v in given.items() if k not in ("precision", "epochs")}, "run")
     else:
         cfg = new_config(args, given).validate()
         from ..network import models
