@@ -297,6 +297,7 @@ def test_the_description_is_the_recipes_and_the_report_shows_resolved_settings(t
         assert repr_text not in page
     assert "<dt>augment.flip</dt><dd>none</dd>" in page and "<dt>epochs</dt><dd>2</dd>" in page
     assert "tested on data (fingerprint " in page
+    assert "Recipe <code>seed</code> (as shipped: the course report&#x27;s recipe" in page
 
 
 # ---------------------------------------------------------------- item 11: pictures with titles

@@ -181,7 +181,7 @@ def run_section(run: dict, anchor: str, heading: str) -> str:
     recipe = cfg.get("recipe")
     out += ["<h3>Recipe and configuration</h3>"]
     if recipe:
-        about = f": {esc(cfg['description'])}" if cfg.get("description") else ""
+        about = f" (as shipped: {esc(cfg['description'])})" if cfg.get("description") else ""
         out.append(f"<p>Recipe <code>{esc(recipe)}</code>{about}. The table is this run's own settings, "
                    f"as it resolved them (keys as <code>--set</code> takes them).</p>")
     out.append(kv(sorted(row for row in flat_settings(cfg) if row[0] not in ("description", "recipe"))))
