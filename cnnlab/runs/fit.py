@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from ..training import allocator, arithmetic, augment, distributed, optim
+from ..training import allocator, arithmetic, distributed
 from .. import checkpoints, files
 from ..data import dataset as data_mod, decode
 from ..network import models
@@ -29,6 +29,7 @@ from .folder import HISTORY_FIELDS, _number, claim_run_dir, describe, read_confi
 from .lock import hold
 from .resumable import check_checkpoint, load_into
 from . import checks, stopping
+from .checks import check_data_bounds
 from .signals import Interrupted, StopSignals
 
 
@@ -77,20 +78,6 @@ def quiet(line: str) -> None:
     """The log of ranks other than 0 in a run of several processes: rank 0 says it once."""
 
 
-def check_data_bounds(cfg: TrainConfig, data, model: torch.nn.Module | None = None) -> None:
-    """Refuse, in one line, a recipe that the data cannot take (a shift or crop as large as the
-    images, a --val-size larger than the split, a model the images do not fit), before any
-    folder is made. model: the run's own, else one is built here (the global RNG left as it was)."""
-    data_mod.val_count(cfg.val_size, len(data.train_y))
-    shape = tuple(data.train_x.shape[1:])
-    augment.check_sizes(cfg.augment, shape)
-    if model is None:
-        with torch.random.fork_rng(devices=[]):
-            model = models.create(cfg.model, len(data.classes), shape[0], shape[-1])
-    optim.check(model, cfg.optimizer, cfg.epochs)  # the recipe leaves it something to train
-    augment.check_crop(model, cfg.augment, shape)
-
-
 def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
     """Load data, build the model, train, test, and write a new run folder. Returns metrics.
 
@@ -113,8 +100,7 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say) -> dict:
         distributed.same_as_main(data.fingerprint, f"the data at {data.source}")
         n_val = data_mod.val_count(cfg.val_size, len(data.train_y))
         n_train = len(data.train_y) - n_val
-        checks.learnable(data.classes, n_train, n_val, data.source)
-        stopping.check_needs_validation(cfg.keep, cfg.patience, n_val)
+        checks.learnable(data.classes, n_train, n_val, data.source, cfg)
         # The absolute path, so that evaluate and --resume find the data from any folder.
         where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
         torch.manual_seed(cfg.seed)
@@ -237,13 +223,8 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
         checkpoints.set_rng_state(ckpt["rng"], device)
     else:
         _data_init(model, d)  # killed before its first checkpoint: start as a fresh run does
-    if extend is not None:
-        if state.step == 0:  # a run that ended early (--patience) goes on after its last epoch
-            state.epoch = len(state.history) + 1
-        log(f"Extending {run_dir} from {config['config']['epochs']} to {extend} epochs")
-        config = stopping.extended(config, extend, state)
-        if distributed.is_main():
-            write_json(run_dir / "config.json", config)
+    if extend is not None:  # recorded in config.json
+        config = stopping.extend(run_dir, config, extend, state, log, distributed.is_main())
     if change is not None or arith != config.get("arithmetic"):
         changes = config.get("arithmetic_changes", [])
         if change is not None:
@@ -316,15 +297,10 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
             "rng": checkpoints.rng_state(device), **extra})
 
     def on_epoch_end(state: TrainState, s) -> None:
-        if stopping.stop_early(state.history, cfg.patience) and state.epoch <= cfg.epochs:
-            state.epoch = cfg.epochs + 1  # the run ends here, tested and saved as usual
-            best = stopping.best_row(state.history)
-            log(f"Early stop: no better validation accuracy for {cfg.patience} epochs "
-                f"(best {best['val_acc']:.3f} % at epoch {best['epoch']})")
+        stopping.end_early(cfg, state, log)  # --patience
         if main:
             write_history(state.history)
-            if cfg.keep == "best" and stopping.improved(state.history):  # before the checkpoint
-                stopping.save_best(out, s.eval_model, cfg.model, state.history)
+            stopping.keep_best(cfg, state.history, out, s.eval_model)  # before the checkpoint
             save(state, s)
 
     if main:
@@ -353,22 +329,18 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     test = distributed.evaluate(s.eval_model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last,
                                 cfg.tta, s.eval_precision)
     log(f"Test Accuracy: {test['acc']:.3f} %" + ("" if cfg.tta == "none" else f" (test-time augmentation: {cfg.tta})"))
-    last = state.history[-1]
-    last_steps = epoch_steps(cfg, len(d.train_y), last["epoch"])  # the last epoch's full length
+    last_steps = epoch_steps(cfg, len(d.train_y), state.history[-1]["epoch"])  # the last epoch's full length
     metrics = {"model": cfg.model, "recipe": cfg.recipe, "tta": cfg.tta, "test_acc": test["acc"], "test_loss": test["loss"],
-               "val_acc": _number(last["val_acc"]), "epochs": stopping.epochs_done(state.history, last_steps),
+               "val_acc": _number(state.history[-1]["val_acc"]),
                "steps": state.steps, "train_seconds": state.elapsed,
                "params": models.count_params(model), "device": str(device),
-               **stopping.summary(state.history, cfg.keep, cfg.patience, cfg.epochs)}
-    if last["iters"] < last_steps:  # --max-steps ended the run inside an epoch: say how far it got
-        metrics["last_epoch"] = {"epoch": last["epoch"], "steps": last["iters"], "of": last_steps}
+               **stopping.summary(state.history, cfg, last_steps)}  # epochs, and how the run ended
     if not main:
         return {**metrics, "out": str(out)}
     checkpoints.save_weights(out / "model.safetensors", s.eval_model, {"model": cfg.model})
     from ..analysis.plots import plot_curves  # matplotlib is imported only when a figure is drawn
-    plot_curves(out / "history.csv", out / "curves.png",
-                title=f"{out.name}: {cfg.model} on {Path(config['data']['source']).name}",
-                test_acc=test["acc"], last_epoch_steps=last_steps)
+    plot_curves(out / "history.csv", out / "curves.png", title=f"{out.name}: {cfg.model} on "
+                f"{Path(config['data']['source']).name}", test_acc=test["acc"], last_epoch_steps=last_steps)
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     log(f"Run saved in {out}")
     return {**metrics, "out": str(out)}

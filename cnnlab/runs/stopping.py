@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 from .. import checkpoints
 from ..errors import CnnlabError
@@ -33,24 +34,29 @@ def improved(history: list[dict]) -> bool:
     return best is not None and best is history[-1]
 
 
-def check_needs_validation(keep: str, patience: int | None, n_val: int) -> None:
-    """--keep best and --patience judge epochs by validation accuracy: refuse them without any."""
-    if n_val == 0 and (keep == "best" or patience is not None):
-        flag = "--keep best" if keep == "best" else "--patience"
-        raise CnnlabError(f"{flag} picks epochs by validation accuracy, and --val-size 0 validates "
-                          f"nothing: hold out images, e.g. --val-size 10%")
-
-
 def stop_early(history: list[dict], patience: int | None) -> bool:
     """Whether patience epochs have passed since the best validation accuracy."""
     best = best_row(history)
     return patience is not None and best is not None and history[-1]["epoch"] - best["epoch"] >= patience
 
 
-def save_best(out: Path, model, name: str, history: list[dict]) -> None:
+def end_early(cfg, state, log: Callable[[str], None]) -> None:
+    """At an epoch's end: with --patience, and no better validation accuracy for that many
+    epochs, move the state past the last epoch, so the run is tested and saved as usual."""
+    if stop_early(state.history, cfg.patience) and state.epoch <= cfg.epochs:
+        state.epoch = cfg.epochs + 1
+        best = best_row(state.history)
+        log(f"Early stop: no better validation accuracy for {cfg.patience} epochs "
+            f"(best {best['val_acc']:.3f} % at epoch {best['epoch']})")
+
+
+def keep_best(cfg, history: list[dict], out: Path, model) -> None:
+    """With --keep best, an epoch better than every earlier one writes its weights."""
+    if cfg.keep != "best" or not improved(history):
+        return
     row = history[-1]
     checkpoints.save_weights(Path(out) / BEST_WEIGHTS, model,
-                             {"model": name, "epoch": str(int(row["epoch"])), "val_acc": f"{row['val_acc']:.3f}"})
+                             {"model": cfg.model, "epoch": str(int(row["epoch"])), "val_acc": f"{row['val_acc']:.3f}"})
 
 
 def epochs_done(history: list[dict], last_epoch_steps: int) -> int | float:
@@ -61,14 +67,17 @@ def epochs_done(history: list[dict], last_epoch_steps: int) -> int | float:
     return round(len(history) - 1 + history[-1]["iters"] / last_epoch_steps, 3)
 
 
-def summary(history: list[dict], keep: str, patience: int | None, epochs: int) -> dict:
-    """metrics.json's entries for --keep best and --patience."""
-    best = best_row(history)
-    out = {}
-    if keep == "best" and best is not None:
+def summary(history: list[dict], cfg, last_epoch_steps: int) -> dict:
+    """metrics.json's epochs, and how the run ended: last_epoch (cut by --max-steps), best
+    (--keep best), early_stop (--patience)."""
+    best, last = best_row(history), history[-1]
+    out = {"epochs": epochs_done(history, last_epoch_steps)}
+    if last["iters"] < last_epoch_steps:
+        out["last_epoch"] = {"epoch": last["epoch"], "steps": last["iters"], "of": last_epoch_steps}
+    if cfg.keep == "best" and best is not None:
         out["best"] = {"epoch": int(best["epoch"]), "val_acc": float(best["val_acc"]), "weights": BEST_WEIGHTS}
-    if patience is not None and best is not None and len(history) < epochs and stop_early(history, patience):
-        out["early_stop"] = {"patience": patience, "best_epoch": int(best["epoch"]), "epochs": len(history)}
+    if cfg.patience is not None and best is not None and len(history) < cfg.epochs and stop_early(history, cfg.patience):
+        out["early_stop"] = {"patience": cfg.patience, "best_epoch": int(best["epoch"]), "epochs": len(history)}
     return out
 
 
@@ -87,12 +96,20 @@ def extension(config: dict, epochs: int | None) -> int | None:
     return epochs
 
 
-def extended(config: dict, epochs: int, state) -> dict:
-    """config.json of a run extended to epochs, from where its checkpoint stands (recorded)."""
+def extend(run_dir: Path, config: dict, epochs: int, state, log: Callable[[str], None], write: bool) -> dict:
+    """Extend a run to epochs from where its checkpoint stands: the state goes on after its last
+    epoch (one that --patience ended too), and config.json records it (write: this process writes)."""
+    if state.step == 0:
+        state.epoch = len(state.history) + 1
     was = config["config"]["epochs"]
+    log(f"Extending {run_dir} from {was} to {epochs} epochs")
     step = {"from": was, "to": epochs, "epoch": state.epoch, "step": state.step}
-    return {**config, "config": {**config["config"], "epochs": epochs},
-            "extensions": [*config.get("extensions", []), step]}
+    config = {**config, "config": {**config["config"], "epochs": epochs},
+              "extensions": [*config.get("extensions", []), step]}
+    if write:
+        from .folder import write_json
+        write_json(Path(run_dir) / "config.json", config)
+    return config
 
 
 def lengths(config: dict) -> set[int]:
