@@ -11,9 +11,10 @@ from .common import DATA_HELP, positive_float, positive_int, say, val_size
 
 # Flags that set one recipe field (dotted key) and flags of the run itself.
 RECIPE_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "optimizer.lr",
-                "val_size": "val_size", "image_size": "image_size", "resize": "resize"}
+                "val_size": "val_size", "image_size": "image_size", "resize": "resize", "keep": "keep",
+                "patience": "patience"}
 RUN_FLAGS = ["seed", "device", "data", "max_steps", "eval_batch_size", "channels_last", "compile", "precision",
-             "strict", "keep", "patience"]
+             "strict"]
 
 
 def overrides(args) -> dict:

@@ -45,8 +45,6 @@ class TrainConfig(Recipe):
     compile: bool = False  # torch.compile the model (CUDA: faster after warm-up)
     precision: str = "auto"  # auto | fp32 | bf16: auto is bf16 where native (CUDA, AMX, AVX512-BF16)
     strict: bool = False  # unreadable image files: error (True) or skip with a warning (False)
-    keep: str = "last"  # last | best: best also keeps the best-validation weights (best.safetensors)
-    patience: int | None = None  # end the run when validation accuracy has not improved for this many epochs
 
     def validate(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -61,9 +59,6 @@ class TrainConfig(Recipe):
         parse_val_size(self.val_size)
         if selection.active(self.select) and distributed.world() > 1:
             raise CnnlabError(selection.ONE_PROCESS)
-        if self.keep not in ("last", "best") or self.patience is not None and self.patience < 1:
-            raise CnnlabError(f"--keep must be last or best and --patience a positive integer, "
-                              f"got {self.keep!r}, {self.patience}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise CnnlabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
         check(self, f"recipe {self.recipe}")  # every other field's type and range
