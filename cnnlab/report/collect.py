@@ -125,11 +125,14 @@ def collect(run_dir, data_path=None, device: str = "auto") -> dict:
         table = model_table(config)
     except CnnlabError as e:
         notes.append(f"No model table: {e}")
+    with warnings.catch_warnings():  # an unfinished run was said so once, above
+        warnings.filterwarnings("ignore", message=".* is an unfinished run", category=CnnlabWarning)
+        inspect_html = inspection.section(inspection.gather(run_dir, config, data))
     return {
         "name": run_dir.resolve().name, "path": str(run_dir.resolve()), "config": config,
         "metrics": _read_json(run_dir / "metrics.json"), "history": history, "eval": ev,
         "figures": pngs, "model_table": table, "notes": notes, "unfinished": unfinished,
         "samples": samples(data.test_x, data.test_y, len(config["data"]["classes"])) if data is not None else [],
         "curves": figures.curves([(run_dir.name, history)]) if history else b"",
-        "inspect_html": inspection.section(inspection.gather(run_dir, config, data)),
+        "inspect_html": inspect_html,
     }
