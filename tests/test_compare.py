@@ -260,13 +260,16 @@ def test_bad_folders_are_one_line_with_exit_status_2(tmp_path, capsys):
     assert "empty vs good: -: nothing to compare: a group has no finished runs" in out
 
 
-def test_without_scipy_compare_names_the_extra(tmp_path, capsys, monkeypatch):
+def test_without_scipy_compare_prints_the_table_and_names_the_extra(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy", None)
     monkeypatch.setitem(sys.modules, "scipy.stats", None)
-    code, out, err = run_compare(capsys, fake_group(tmp_path / "g", A))
-    assert code == 2 and out == ""
-    assert err.strip() == ("cnnlab: error: confidence intervals and t-tests need scipy: install the extra "
-                           "with pip install 'cnnlab[stats]'")
+    code, out, err = run_compare(capsys, fake_group(tmp_path / "g", A), fake_group(tmp_path / "h", A))
+    assert code == 0 and err == ""
+    row = out.splitlines()[1].split()
+    assert row[:3] == ["g", "seed", str(len(A))] and "[" not in out.splitlines()[1]  # mean +- std, no interval
+    assert "h vs g: +0.00 points: not tested: without scipy" in out
+    assert out.rstrip().endswith("note: without scipy, no 95 % intervals, t-tests or verdicts: install them "
+                                 "with pip install 'cnnlab[stats]'")
 
 
 # ---------------------------------------------------------------- groups trained for real

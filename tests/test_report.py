@@ -161,6 +161,21 @@ def test_page_in_a_real_browser(hostile_runs, which):
                 assert page.evaluate("document.querySelectorAll('script, img[src=\"x\"]').length") == 0
                 # nothing wider than the screen: tables and code scroll inside their own box
                 assert page.evaluate("document.documentElement.scrollWidth") <= width
+                # nothing cut off either: every figure whole on the screen, every table and note
+                # inside its box (only the model's monospace table scrolls)
+                cut = page.evaluate("""[
+                  ...Array.from(document.images).filter(i => i.getBoundingClientRect().right > innerWidth + 0.5)
+                     .map(i => 'image ' + i.alt),
+                  ...Array.from(document.querySelectorAll('.scroll, .note, dl.kv, .cards'))
+                     .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.className + ' box')]""")
+                assert cut == [], (width, cut)
+                if width == 1280:  # figures at the size their text was set in: 10 pt is 14 px
+                    shown = page.evaluate("""Array.from(document.querySelectorAll(
+                        'img[alt="confusion matrix"], img[alt="confident mistakes"]'),
+                        i => [i.alt, i.getBoundingClientRect().width / i.naturalWidth])""")
+                    assert shown and all(scale >= 0.95 for _, scale in shown), shown
+                text = page.inner_text("body")
+                assert "tested on " in text and "None" not in text and "{'" not in text
                 page.screenshot(path=str(ARTIFACTS / f"report-{which}-{width}px.png"), full_page=True)
                 if width == 1280:
                     page.pdf(path=str(ARTIFACTS / f"report-{which}.pdf"))  # the print stylesheet

@@ -102,8 +102,11 @@ def test_sigint_and_sigterm_save_and_say_how_to_resume(real_subset, reference, t
 
 @pytest.mark.slow
 def test_resume_refuses_a_changed_recipe_or_data(real_subset, reference, tmp_path, capsys):
-    assert main(["train", "--resume", str(reference), "--epochs", "13"]) == 2
-    assert "--epochs 13 differs from the run's 12" in capsys.readouterr().err
+    assert main(["train", "--resume", str(reference), "--batch-size", "7"]) == 2
+    assert "--batch-size 7 differs from the run's 32" in capsys.readouterr().err
+    # More epochs extend a run (see test_second_hour.py); fewer are refused.
+    assert main(["train", "--resume", str(reference), "--epochs", "11"]) == 2
+    assert "--epochs 11 is fewer than the run's 12: a run is extended, never shortened" in capsys.readouterr().err
     other = tmp_path / "other"
     (other / "train" / "cat").mkdir(parents=True)
     (other / "test" / "cat").mkdir(parents=True)

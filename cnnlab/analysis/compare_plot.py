@@ -25,15 +25,19 @@ def per_epoch(histories: list[list[dict]], key: str) -> tuple[list[int], list[fl
     return epochs, [sum(c) / len(c) for c in cols], [min(c) for c in cols], [max(c) for c in cols]
 
 
-def plot_groups(groups: list[tuple[str, list[list[dict]]]], out, title: str = ""):
-    """One PNG (out: a path or a binary file object): validation accuracy (left) and training loss
-    (right) per epoch, a band per group."""
-    fig = groups_figure(groups, title)
-    fig.savefig(out, dpi=100, format="png")
+def plot_groups(groups: list[tuple[str, list[list[dict]]]], out, title: str = "",
+                test_accs: list[float | None] | None = None):
+    """One figure (out: a .png, .jpg, .svg or .pdf path, or a binary file object that gets a PNG):
+    validation accuracy (left) and training loss (right) per epoch, a band per group. test_accs
+    (one per group, its mean test accuracy) are marked as a star at the group's last epoch."""
+    from .plots import image_format, save_options  # the format out's name says; PNG into a file object
+    fig = groups_figure(groups, title, test_accs)
+    fig.savefig(out, **save_options("png" if hasattr(out, "write") else image_format(out)))
     return out if hasattr(out, "write") else Path(out)
 
 
-def groups_figure(groups: list[tuple[str, list[list[dict]]]], title: str = ""):
+def groups_figure(groups: list[tuple[str, list[list[dict]]]], title: str = "",
+                  test_accs: list[float | None] | None = None):
     """The figure plot_groups saves, as a matplotlib Figure (shown inline in a notebook)."""
     import matplotlib
 
@@ -50,6 +54,11 @@ def groups_figure(groups: list[tuple[str, list[list[dict]]]], title: str = ""):
                 ax.plot(epochs, mean, color=colour, label=f"{name} (n = {len(histories)})")
                 if len(histories) > 1:
                     ax.fill_between(epochs, low, high, color=colour, alpha=0.2, linewidth=0)
+                test = (test_accs or [None] * len(groups))[i]
+                if ax is ax_acc and test is not None:
+                    ax.plot([epochs[-1]], [test], marker="*", markersize=13, color=colour, linestyle="",
+                            markeredgecolor="black", markeredgewidth=0.5, clip_on=False, zorder=3,
+                            label=f"{name}: test {test:.2f} %")
         ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy")
         ax_loss.set(xlabel="epoch", ylabel="average training loss", title="Training loss")
         from .plots import epoch_ticks  # whole epochs, even after one (matplotlib would show 0.96...1.04)
@@ -59,7 +68,7 @@ def groups_figure(groups: list[tuple[str, list[list[dict]]]], title: str = ""):
             epoch_ticks(ax, last)
         low, high = ax_acc.get_ylim()
         ax_acc.set_ylim(max(0.0, low), min(100.0, high))
-        ax_acc.legend(title="mean, band min-max", fontsize=8)
+        ax_acc.legend(title="mean, band min-max; star: test", fontsize=8)
         if title:
             fig.suptitle(title)
         fig.tight_layout()

@@ -24,7 +24,10 @@ from matplotlib.ticker import MaxNLocator
 from ..errors import CnnlabError
 
 MARK = "cnnlab"  # the PNG's Software text: a file cnnlab wrote and may replace
+MARK_TEXT = f"{MARK} (matplotlib)"  # in every format's own metadata field (see save_options)
 PLAIN = {"text.usetex": False}
+# The file formats a figure is written in, by the name's extension.
+FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
 
 
 class ShownFigure(Figure):
@@ -53,33 +56,58 @@ def read_history(path: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def image_format(out: Path, flag: str = "--out") -> str:
+    """The format a figure file's name asks for (png, jpeg, svg, pdf), or one line refusing it."""
+    fmt = FORMATS.get(Path(out).suffix.lower())
+    if fmt is None:
+        raise CnnlabError(f"{flag} {out}: a figure is written as .png, .jpg, .svg or .pdf; "
+                          f"end the file name with one of these")
+    return fmt
+
+
+def save_options(fmt: str) -> dict:
+    """fig.savefig's arguments for a format, with the mark that says cnnlab wrote the file."""
+    if fmt == "jpeg":
+        return {"format": fmt, "dpi": 100, "pil_kwargs": {"comment": MARK_TEXT.encode(), "quality": 92}}
+    return {"format": fmt, "dpi": 100, "metadata": {"Software" if fmt == "png" else "Creator": MARK_TEXT}}
+
+
 def written_by_cnnlab(path: Path) -> bool:
-    """Whether path is a PNG that cnnlab wrote (its Software text says so)."""
+    """Whether path is a figure that cnnlab wrote: a PNG's Software text, a JPEG's comment, an
+    SVG's or PDF's creator says so."""
     from PIL import Image
     try:
+        if Path(path).suffix.lower() in (".svg", ".pdf"):
+            content = Path(path).read_bytes()  # a PDF string escapes the parentheses
+            return any(m in content for m in (MARK_TEXT.encode(), b"cnnlab \\(matplotlib\\)"))
         with Image.open(path) as im:
-            return str(getattr(im, "text", {}).get("Software", "")).startswith(MARK)
+            text = getattr(im, "text", {}).get("Software", "") if im.format == "PNG" else im.info.get("comment", b"")
+            text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+            return text.startswith(MARK)
     except (OSError, ValueError):
         return False
 
 
 def check_target(out: Path, flag: str = "--out") -> None:
-    """Refuse, before any work, a PNG path that cannot be written or holds a user's file."""
+    """Refuse, before any work, a figure path that cannot be written, names no figure format
+    (.png, .jpg, .svg, .pdf), or holds a user's file."""
     out = Path(out)
     if out.is_dir():
         raise CnnlabError(f"{flag} {out} is a folder: give a file name such as {out / 'samples.png'}")
     if not out.parent.is_dir():
         raise CnnlabError(f"cannot write {out}: the folder {out.parent} does not exist; create it "
                           f"first or choose another {flag}")
+    image_format(out, flag)
     if out.exists() and not written_by_cnnlab(out):
         raise CnnlabError(f"{out} already exists and was not written by cnnlab: choose another "
                           f"{flag} or delete it first")
 
 
 def _save(fig, out: Path) -> Path:
+    """Write fig atomically in the format out's extension names (PNG, JPEG, SVG or PDF)."""
     from ..checkpoints import atomic_write_bytes
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": f"{MARK} (matplotlib)"})
+    fig.savefig(buffer, **save_options(image_format(out)))
     atomic_write_bytes(out, buffer.getvalue())
     return Path(out)
 
@@ -93,10 +121,21 @@ def epoch_ticks(ax, last_epoch: int) -> None:
     ax.set_xlim(0.5, last_epoch + 0.5)  # after set_xticks, which would widen the view to 0
 
 
-def curves_figure(rows: list[dict], title: str = "", test_acc: float | None = None):
+def epoch_positions(rows: list[dict], last_epoch_steps: int | None = None) -> list[float]:
+    """Where each history row sits on the epoch axis: its epoch, or, for a last epoch cut short
+    (--max-steps) after `iters` of its last_epoch_steps steps, the fraction of it that ran."""
+    xs = [float(r["epoch"]) for r in rows]
+    if rows and last_epoch_steps and 0 < rows[-1]["iters"] < last_epoch_steps:
+        xs[-1] = rows[-1]["epoch"] - 1 + rows[-1]["iters"] / last_epoch_steps
+    return xs
+
+
+def curves_figure(rows: list[dict], title: str = "", test_acc: float | None = None,
+                  last_epoch_steps: int | None = None):
     """The curves of a run's history rows, as a matplotlib figure (see plot_curves)."""
-    epochs = [int(r["epoch"]) for r in rows]
-    last = max(epochs, default=1)
+    epochs = epoch_positions(rows, last_epoch_steps)
+    partial = bool(rows) and epochs[-1] != rows[-1]["epoch"]
+    last = max((int(r["epoch"]) for r in rows), default=1)
     val = [r["val_acc"] for r in rows]
     has_val = any(not math.isnan(v) for v in val)
     with matplotlib.rc_context(PLAIN):
@@ -109,7 +148,7 @@ def curves_figure(rows: list[dict], title: str = "", test_acc: float | None = No
                         transform=ax_acc.transAxes, ha="center", va="center", color="0.35",
                         parse_math=False)
         if test_acc is not None and not math.isnan(test_acc):
-            ax_acc.plot([last], [test_acc], marker="*", markersize=14, color="tab:green", linestyle="",
+            ax_acc.plot([epochs[-1] if epochs else last], [test_acc], marker="*", markersize=14, color="tab:green", linestyle="",
                         label=f"test accuracy (final) {test_acc:.2f} %", clip_on=False, zorder=3)
             shown.append(test_acc)
             ax_acc.legend(loc="lower right", fontsize=8)
@@ -118,11 +157,21 @@ def curves_figure(rows: list[dict], title: str = "", test_acc: float | None = No
         ax_acc.set_ylim(lo, hi if hi > lo else lo + 10)
         ax_acc.set(xlabel="epoch", ylabel="accuracy (%)",
                    title="Validation accuracy" if has_val else "Accuracy")
-        ax_loss.plot(epochs, [r["avg_loss"] for r in rows], marker="o", color="tab:red")
-        ax_loss.set(xlabel="epoch", ylabel="average training loss", title="Training loss")
+        ax_loss.plot(epochs, [r["avg_loss"] for r in rows], marker="o", color="tab:red", label="training")
+        val_loss = [r.get("val_loss", math.nan) for r in rows]
+        if any(not math.isnan(v) for v in val_loss):  # histories that record it
+            ax_loss.plot(epochs, val_loss, marker="s", color="tab:purple", label="validation")
+            ax_loss.legend(loc="upper right", fontsize=8)
+        ax_loss.set(xlabel="epoch", ylabel="average loss", title="Loss")
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)
             epoch_ticks(ax, last)
+            if partial:  # the cut epoch's point sits at the fraction that ran
+                ax.set_xlim(min(0.5, epochs[-1] - 0.1), last + 0.5)
+        if partial:
+            ax_acc.annotate(f"epoch {last} stopped after {int(rows[-1]['iters'])} of {last_epoch_steps} "
+                            f"steps (--max-steps)", (0.02, 0.02), xycoords="axes fraction", fontsize=8,
+                            color="0.35", annotation_clip=False)
         ax_loss.yaxis.set_major_locator(MaxNLocator(nbins=6))
         if title:
             fig.suptitle(title, parse_math=False)
@@ -130,13 +179,16 @@ def curves_figure(rows: list[dict], title: str = "", test_acc: float | None = No
     return fig
 
 
-def plot_curves(history_csv: Path, out: Path, title: str = "", test_acc: float | None = None) -> Path:
-    """Validation accuracy (with the final test accuracy marked) and average training loss per
-    epoch, side by side, in one PNG."""
-    return _save(curves_figure(read_history(history_csv), title, test_acc), out)
+def plot_curves(history_csv: Path, out: Path, title: str = "", test_acc: float | None = None,
+                last_epoch_steps: int | None = None) -> Path:
+    """Validation accuracy (with the final test accuracy marked) and average training loss (and
+    validation loss, when history.csv has it) per epoch, side by side, in one figure. A last epoch
+    cut short by --max-steps is drawn at the fraction of its last_epoch_steps that ran."""
+    return _save(curves_figure(read_history(history_csv), title, test_acc, last_epoch_steps), out)
 
 
-def sample_grid(x, y, classes: list[str], out: Path, per_class: int = 10, seed: int = 0) -> dict:
+def sample_grid(x, y, classes: list[str], out: Path, per_class: int = 10, seed: int = 0,
+                title: str = "") -> dict:
     """A grid with one row per class (labelled) and up to per_class random images of it.
 
     Returns {"path", "per_class": columns drawn, "fewest": images in the smallest class}:
@@ -148,7 +200,7 @@ def sample_grid(x, y, classes: list[str], out: Path, per_class: int = 10, seed: 
     columns = max(1, min(per_class, max(counts, default=1)))
     with matplotlib.rc_context(PLAIN):
         fig, axes = subplots(len(classes), columns, squeeze=False,
-                                 figsize=(columns * 0.8 + 1.2, len(classes) * 0.8))
+                             figsize=(max(columns * 0.8 + 1.2, 3.2), len(classes) * 0.8 + (0.45 if title else 0)))
         for c, name in enumerate(classes):
             idx = np.flatnonzero(y == c)
             chosen = rng.choice(idx, size=min(columns, len(idx)), replace=False)
@@ -160,5 +212,7 @@ def sample_grid(x, y, classes: list[str], out: Path, per_class: int = 10, seed: 
                 if j < len(chosen):
                     ax.imshow(x[chosen[j]].transpose(1, 2, 0), interpolation="nearest")
             axes[c][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9, parse_math=False)
+        if title:
+            fig.suptitle(title, fontsize=10, parse_math=False)
         fig.tight_layout(pad=0.3)
     return {"path": _save(fig, out), "per_class": columns, "fewest": min(counts, default=0)}

@@ -16,14 +16,18 @@
 
 One module per group of commands; each has register(sub, parents), which adds its parsers,
 and cmd_* functions that call the library. Nothing here imports torch until a command runs.
-User mistakes end with one 'cnnlab: error: ...' line and exit status 2; --debug shows the traceback.
+User mistakes end with one 'cnnlab: error: ...' line and exit status 2; --debug adds the traceback
+(the status stays 2). A flag a command does not know names that command's --help and the
+closest flag it has. 'cnnlab' alone prints the help.
 A reader that goes away (cnnlab summary --json | head) ends any command quietly, with status 0.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
+import traceback
 import warnings
 
 from .. import __version__, files
@@ -49,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     debug = Parser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show full tracebacks for errors")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    # Not required: 'cnnlab' alone prints this help (see _main).
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in COMMANDS:
         module.register(sub, [debug])
     return p
@@ -81,24 +86,58 @@ def main(argv=None) -> int:
         return _reader_gone()
 
 
+def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The parser of the (sub)command that was given: cnnlab train, cnnlab data show, ..."""
+    current = parser
+    for dest in ("command", "data_command"):
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, dest, None)
+        if not subs or name not in subs[0].choices:
+            break
+        current = subs[0].choices[name]
+    return current
+
+
+def unknown_flags(parser: argparse.ArgumentParser, args, extra: list[str]) -> str:
+    """One line for arguments no parser took: the subcommand's help to read, a flag it may have meant."""
+    command = _command_parser(parser, args)
+    known = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for token in extra:
+        if token.startswith("--"):
+            close = difflib.get_close_matches(token.split("=", 1)[0], known, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"did you mean {close[0]} instead of {token.split('=', 1)[0]}?")
+    hint = f"; {' '.join(hints)}" if hints else ""
+    return (f"{command.prog}: error: unrecognized arguments: {' '.join(extra)}{hint} "
+            f"(see '{command.prog} --help')\n")
+
+
 def _main(argv) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # --help and --version print here
+    args, extra = parser.parse_known_args(argv)  # --help and --version print here
+    if extra:
+        parser.exit(2, unknown_flags(parser, args, extra))
+    if args.command is None:  # 'cnnlab' alone (or 'cnnlab --debug'): what it can do
+        parser.print_help()
+        return 0
     args.argv = list(sys.argv[1:] if argv is None else argv)  # cnnlab train --nproc starts it again
     warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except CnnlabError as e:
-        if args.debug:
-            raise
-        if str(e):  # an empty one follows another process's line (cnnlab.training.distributed.Follow)
+        if args.debug:  # the traceback, and still the status of a user's mistake
+            traceback.print_exc()
+        elif str(e):  # an empty one follows another process's line (cnnlab.training.distributed.Follow)
             print(f"cnnlab: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except OSError as e:
         # Any command's file that could not be written (full or read-only disk, no permission,
         # a missing folder): one line that names the disk and folder, never a traceback.
-        if args.debug or isinstance(e, BrokenPipeError) or e.errno not in files.USER_FIXABLE or not e.filename:
+        if isinstance(e, BrokenPipeError) or e.errno not in files.USER_FIXABLE or not e.filename:
             raise
+        if args.debug:
+            traceback.print_exc()
         print(f"cnnlab: error: {files.describe_write_error(e, e.filename)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -47,6 +47,26 @@ def val_size(text: str) -> int | str:
     return value if isinstance(value, int) else text.strip().replace(" ", "")
 
 
+TTA_MODES = ("none", "flip", "flip-shift")  # as cnnlab.analysis.evaluate.TTA_MODES, without importing torch
+TTA_HELP = ("test-time augmentation: none, flip (average with the mirror image) or flip-shift "
+            "(also the images shifted by one pixel); --tta alone means flip (default: the run's recipe's, "
+            "none for most, so the number is the one training printed)")
+
+
+def tta_mode(text: str) -> str:
+    """--tta MODE, the same for evaluate and predict."""
+    if text not in TTA_MODES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(TTA_MODES)}, got {text!r} (write "
+                                         f"'--tta flip', or --tta alone at the end of the line)")
+    return text
+
+
+def add_tta(parser) -> None:
+    """--tta [MODE]: a mode, or flip when given alone."""
+    parser.add_argument("--tta", nargs="?", const="flip", default=None, type=tta_mode,
+                        metavar="MODE", help=TTA_HELP)
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

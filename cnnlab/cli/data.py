@@ -58,7 +58,8 @@ def cmd_data_show(args) -> int:
         make_folder(out.parent)
         check_target(out)
     x, y = (d.train_x, d.train_y) if args.split == "train" else (d.test_x, d.test_y)
-    grid = sample_grid(x.numpy(), y.numpy(), d.classes, out, args.per_class, args.seed)
+    title = f"{Path(d.source).name}: {args.split} split, random images per class (seed {args.seed})"
+    grid = sample_grid(x.numpy(), y.numpy(), d.classes, out, args.per_class, args.seed, title)
     shown = grid["per_class"]
     note = ""
     if grid["fewest"] < args.per_class:
@@ -82,7 +83,8 @@ def register(sub, parents) -> None:
     _decoding_flags(di)
     di.set_defaults(func=cmd_data_info)
     ds = dsub.add_parser("show", parents=parents, help="save a grid of sample images per class",
-                         description="Save a PNG grid with one labelled row of sample images per class.")
+                         description="Save a grid with one labelled row of sample images per class, "
+                         "as PNG, JPEG, SVG or PDF (by the file name's extension).")
     ds.add_argument("--data", metavar="PATH", help=DATA_HELP)
     ds.add_argument("--strict", action="store_true", help="fail on unreadable image files instead of skipping them")
     _decoding_flags(ds)
@@ -93,7 +95,7 @@ def register(sub, parents) -> None:
     ds.add_argument("--split", choices=["train", "test"], default="train", help="which split (default: train)")
     ds.add_argument("--seed", type=int, default=0, help="which random images: 0 to 4294967295 (default: 0)")
     ds.add_argument("--out", metavar="FILE",
-                    help="PNG file to write; an existing file is replaced only if cnnlab wrote it "
+                    help="file to write, .png, .jpg, .svg or .pdf; an existing file is replaced only if cnnlab wrote it "
                     "(default: runs/samples/<dataset>-<split>.png)")
     ds.set_defaults(func=cmd_data_show)
 

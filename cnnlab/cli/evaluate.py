@@ -5,16 +5,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import CnnlabWarning
-from .common import data_help
-
-TTA_HELP = ("test-time augmentation: none, flip (average with the mirror image) or flip-shift "
-            "(also the images shifted by one pixel); --tta alone means flip (default: the run's recipe's, "
-            "none for most, so the number is the one training printed)")
-
-
-def add_tta(parser) -> None:
-    parser.add_argument("--tta", nargs="?", const="flip", default=None,
-                        choices=["none", "flip", "flip-shift"], metavar="MODE", help=TTA_HELP)
+from .common import add_tta, data_help
 
 
 def cmd_evaluate(args) -> int:

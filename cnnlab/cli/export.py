@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 
 from ..errors import CnnlabWarning
-from .common import DATA_HELP
+from .common import data_help
 
 
 def cmd_export(args) -> int:
@@ -32,7 +32,7 @@ def register(sub, parents) -> None:
     e.add_argument("--format", default="onnx", choices=["onnx"], help="file format (default: onnx)")
     e.add_argument("--out", metavar="FILE", help="where to write (default: RUN_DIR/model.onnx; only an "
                    "earlier cnnlab export is ever replaced)")
-    e.add_argument("--data", metavar="PATH", help=DATA_HELP + "; default: the run's own data")
+    e.add_argument("--data", metavar="PATH", help=data_help("the data the run was trained on, as saved in its config.json"))
     e.add_argument("--check-all", action="store_true",
                    help="check on every test image instead of 256 spread over the test split")
     e.set_defaults(func=cmd_export)

@@ -46,9 +46,9 @@ def cmd_shape(args) -> int:
 
 def cmd_summary(args) -> int:
     from ..network import models
-    from ..network.layers import parse_shape, render, totals
-    from ..network.summary import compare, summarize
-    chw = parse_shape(args.input)[1:]
+    from ..network.layers import parse_image_shape, render, totals
+    from ..network.summary import compare, create_for, summarize
+    chw = parse_image_shape(args.input)
     if args.compare:
         a, b = args.compare
         models.create(a), models.create(b)  # clear errors for unknown names
@@ -58,7 +58,7 @@ def cmd_summary(args) -> int:
             return 0
         for name in (a, b):
             print(f"{name}:")
-            model = models.create(name, image_size=tuple(chw[1:]), in_channels=chw[0])
+            model = create_for(name, chw)
             print(render(summarize(model, chw), [1, *chw]))
             print()
         same = result["same_shapes"] and result["same_params"] and result["max_abs_diff"] == 0
@@ -68,7 +68,8 @@ def cmd_summary(args) -> int:
             print(f"same initial weights, random input: max |output difference| = {result['max_abs_diff']:g}")
         print(f"verdict: {a} and {b} are {'the same network' if same else 'different networks'}")
         return 0
-    model = models.create(args.model, image_size=tuple(chw[1:]), in_channels=chw[0])
+    models.create(args.model)  # an unknown name first
+    model = create_for(args.model, chw)
     rows = summarize(model, chw)
     if args.json:
         print(json.dumps({"model": args.model, "input": [1, *chw], "layers": [r.to_dict() for r in rows],
@@ -97,7 +98,7 @@ def register(sub, parents) -> None:
                         description="Compute the output shape of each layer from the input shape, "
                         "with the size formula filled in and the padding solved for p=same.",
                         epilog=SHAPE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sh.add_argument("input", metavar="INPUT", help="input shape N,C,H,W (e.g. 1,3,32,32)")
+    sh.add_argument("input", metavar="INPUT", help="input shape N,C,H,W, all four numbers (e.g. 1,3,32,32: one RGB 32x32 image)")
     sh.add_argument("layers", metavar="LAYER", nargs="+", help="layers in order (see below)")
     sh.add_argument("--explain", action="store_true", help="show the worked solution for P where p=same")
     sh.add_argument("--json", action="store_true", help="machine-readable output")
@@ -107,7 +108,7 @@ def register(sub, parents) -> None:
                         description="Show, for each layer of a registered model, its output shape, "
                         "parameters, multiply-adds, receptive field and the size arithmetic.")
     su.add_argument("--model", default="seed", help="model name, see 'cnnlab models' (default: seed)")
-    su.add_argument("--input", default="3,32,32", help="input shape C,H,W (default: 3,32,32)")
+    su.add_argument("--input", default="3,32,32", help="one image's shape C,H,W (default: 3,32,32)")
     su.add_argument("--compare", nargs=2, metavar=("A", "B"),
                     help="show whether two models are the same network (e.g. seed seed-p1)")
     su.add_argument("--json", action="store_true", help="machine-readable output")

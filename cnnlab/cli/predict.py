@@ -5,7 +5,7 @@ import json
 import warnings
 
 from ..errors import CnnlabError, CnnlabWarning
-from .common import positive_int
+from .common import add_tta, positive_int
 
 
 def cmd_predict(args) -> int:
@@ -42,9 +42,7 @@ def register(sub, parents) -> None:
     p.add_argument("--top-k", type=positive_int, default=3, help="how many classes to show per image (default: 3)")
     p.add_argument("--json", action="store_true",
                    help='print a JSON list of {"path", "top": [{"class", "prob"}, ...]} (best first)')
-    # A plain flag: an optional value would swallow the image path that follows it.
-    p.add_argument("--tta", action="store_const", const="flip", default="none",
-                   help="test-time augmentation: average each image's prediction with its mirror image's")
+    add_tta(p)  # as evaluate's: --tta flip, or --tta alone after the images
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images decoded and predicted at once (default: 256)")
     p.set_defaults(func=cmd_predict)

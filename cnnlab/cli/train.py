@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import os
+import warnings
 
-from ..errors import CnnlabError
+from ..errors import CnnlabError, CnnlabWarning
+from ..text import plural
 from .common import DATA_HELP, positive_float, positive_int, say, val_size
 
 # Flags that set one recipe field (dotted key) and flags of the run itself.
 RECIPE_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "optimizer.lr",
-                "val_size": "val_size", "image_size": "image_size", "resize": "resize"}
+                "val_size": "val_size", "image_size": "image_size", "resize": "resize", "keep": "keep",
+                "patience": "patience"}
 RUN_FLAGS = ["seed", "device", "data", "max_steps", "eval_batch_size", "channels_last", "compile", "precision",
              "strict", "tensorboard"]
 
@@ -97,9 +101,12 @@ def _launch(args, given: dict) -> int:
     if args.resume:
         from ..runs import read_config
         from ..runs.fit import refuse_changes
+        from ..runs.stopping import extension
         from ..training.loop import TrainConfig
-        cfg = TrainConfig.from_dict(read_config(args.resume)["config"])
-        refuse_changes(cfg, {k: v for k, v in given.items() if k != "precision"}, "run")
+        config = read_config(args.resume)
+        extension(config, given.get("epochs"))  # more epochs extend the run; fewer are refused
+        cfg = TrainConfig.from_dict(config["config"])
+        refuse_changes(cfg, {k: v for k, v in given.items() if k not in ("precision", "epochs")}, "run")
     else:
         cfg = new_config(args, given).validate()
         from ..network import models
@@ -110,13 +117,35 @@ def _launch(args, given: dict) -> int:
         run_dir = argv[-1] if cfg.out is None else cfg.out
     if selection.active(cfg.select):  # said once, here, not once per process
         raise CnnlabError(selection.ONE_PROCESS)
-    pick_backend(args.dist_backend or "auto", pick_device(_device_name(args, given)))
+    device = pick_device(_device_name(args, given))
+    pick_backend(args.dist_backend or "auto", device)
+    if device.type == "cpu":
+        check_cores(args.nproc, usable_cores())
     return launch(args.nproc, argv, run_dir)
+
+
+# More CPU processes than this many per core only wait on each other (and on the machine's other users).
+MAX_PROCS_PER_CORE = 4
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def check_cores(nproc: int, cores: int) -> None:
+    """--nproc on the CPU: a warning above the core count, a refusal far above it."""
+    if nproc > MAX_PROCS_PER_CORE * cores:
+        raise CnnlabError(f"--nproc {nproc} starts {nproc} training processes on {plural(cores, 'CPU core')}: "
+                          f"use at most --nproc {cores} (one process per core)")
+    if nproc > cores:
+        warnings.warn(f"--nproc {nproc} is more processes than this machine's {plural(cores, 'CPU core')}: "
+                      f"they share the cores and train slower than --nproc {cores} would", CnnlabWarning)
 
 
 def new_config(args, given: dict):
     """The recipe (--recipe, default seed) with the command line's settings over it, checked as
-    cnnlab.train checks its settings (cnnlab.runs.settings)."""
+    cnnlab.train checks its settings (cnnlab.runs.settings), its description marked as the
+    shipped recipe's where the command line changed the recipe."""
     from ..runs.settings import resolve
     return resolve(args.recipe, given, out=args.out)
 
@@ -179,7 +208,9 @@ def register(sub, parents) -> None:
     t.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run (or group of runs, see --seeds) from its last checkpoint, "
                    "exactly as if it had not stopped; --device and --data may be given, --precision switches the "
-                   "run's arithmetic (recorded), other settings must match the run's")
+                   "run's arithmetic (recorded), --epochs N above the run's extends it, finished or not (recorded "
+                   "in config.json; its metrics.json and weights are replaced when the extension finishes), "
+                   "other settings must match the run's")
     t.add_argument("--seeds", metavar="SEEDS",
                    help="train once per seed, one after another, into a group folder with one run folder "
                    "per seed and group.json: a range 0-4, a list 0,3,7, or both; see 'cnnlab compare'")
@@ -192,6 +223,13 @@ def register(sub, parents) -> None:
     t.add_argument("--max-steps", type=positive_int,
                    help="end the run after this many optimizer steps in all, then test and save as usual: "
                    "a quick check that a setup works end to end (default: no limit)")
+    t.add_argument("--keep", choices=["last", "best"],
+                   help="weights to keep: last (model.safetensors, tested) or best: also the weights of the epoch "
+                   "with the best validation accuracy, in best.safetensors (metrics.json names the epoch) "
+                   "(default: last)")
+    t.add_argument("--patience", type=positive_int, metavar="N",
+                   help="end the run early when validation accuracy has not improved for N epochs, then test "
+                   "and save as usual (metrics.json says where it stopped) (default: train every epoch)")
     t.add_argument("--eval-batch-size", type=positive_int,
                    help="images per batch when evaluating (default: 1000)")
     t.add_argument("--strict", action="store_true", default=None,

@@ -66,15 +66,32 @@ class Row:
 # ------------------------------------------------------------------ parsing
 
 def parse_shape(text: str) -> list[int]:
+    """An input shape N,C,H,W: exactly four positive integers (never guessed from three)."""
     try:
         dims = [int(t) for t in text.replace("x", ",").split(",") if t.strip()]
     except ValueError:
         raise CnnlabError(f"input shape {text!r} is not a list of integers: write it as N,C,H,W "
                           f"(e.g. 1,3,32,32)") from None
-    if len(dims) == 3:
-        dims = [1] + dims
+    if len(dims) == 3 and min(dims) >= 1:
+        c, h, w = dims
+        raise CnnlabError(f"input shape {text!r} has three numbers: write all four, N,C,H,W; for one "
+                          f"{c}-channel {h}x{w} image that is 1,{c},{h},{w}")
     if len(dims) != 4 or min(dims) < 1:
         raise CnnlabError(f"input shape {text!r} must be four positive integers N,C,H,W (e.g. 1,3,32,32)")
+    return dims
+
+
+def parse_image_shape(text: str) -> list[int]:
+    """One image's shape C,H,W (or 1,C,H,W), as cnnlab summary takes it: [C, H, W]."""
+    try:
+        dims = [int(t) for t in text.replace("x", ",").split(",") if t.strip()]
+    except ValueError:
+        dims = []
+    if len(dims) == 4 and dims[0] == 1:
+        dims = dims[1:]
+    if len(dims) != 3 or min(dims) < 1:
+        raise CnnlabError(f"input shape {text!r} must be three positive integers C,H,W, one image "
+                          f"(e.g. 3,32,32)")
     return dims
 
 

@@ -18,8 +18,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..errors import CnnlabError
 from . import models
 from .layers import Layer, Row, apply, totals
+
+LARGEST_TRIED = 1024  # the smallest input that works is searched up to this size
 
 
 def module_layer(name: str, module, in_shape: list[int] | None = None):
@@ -95,12 +98,55 @@ def summarize(model, input_shape) -> list[Row]:
     return rows
 
 
+def create_for(name: str, chw) -> nn.Module:
+    """models.create for one C,H,W input; an input too small is refused in one line that names
+    the layer that runs out of pixels and the smallest square input that works."""
+    c, h, w = chw
+    try:
+        return models.create(name, image_size=(h, w), in_channels=c)
+    except CnnlabError:
+        smallest = next((s for s in range(1, LARGEST_TRIED + 1) if _builds(name, c, s)), None)
+        if smallest is None:
+            raise
+    layer = _layer_that_fails(models.create(name, image_size=smallest, in_channels=c), [1, c, h, w])
+    where = (f": layer {layer[0]} ({layer[1]}) gets {layer[2][-2]}x{layer[2][-1]} pixels, too few for it"
+             if layer else "")
+    raise CnnlabError(f"model {name} cannot take {h}x{w} inputs{where}; the smallest input that works "
+                      f"is {smallest}x{smallest} (--input {c},{smallest},{smallest})")
+
+
+def _builds(name: str, c: int, size: int) -> bool:
+    try:
+        models.create(name, image_size=size, in_channels=c)
+    except CnnlabError:
+        return False
+    return True
+
+
+def _layer_that_fails(model, input_shape) -> tuple[str, str, list[int]] | None:
+    """(name, module, input shape) of the layer whose forward pass fails on input_shape."""
+    entered, hooks = [], []
+    for name, m in model.named_modules():
+        if not list(m.children()):
+            hooks.append(m.register_forward_pre_hook(
+                lambda mod, inp, name=name: entered.append((name, type(mod).__name__, list(inp[0].shape)))))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(*input_shape))
+    except (RuntimeError, ValueError):
+        return entered[-1] if entered else None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return None
+
+
 def compare(name_a: str, name_b: str, input_chw=(3, 32, 32), seed: int = 0) -> dict:
     """Whether two registered models are the same network: layer shapes, parameter counts,
     and outputs on random input when b is given a's initial weights."""
     torch.manual_seed(seed)
-    a = models.create(name_a, image_size=tuple(input_chw[1:]), in_channels=input_chw[0])
-    b = models.create(name_b, image_size=tuple(input_chw[1:]), in_channels=input_chw[0])
+    a = create_for(name_a, input_chw)
+    b = create_for(name_b, input_chw)
     rows_a, rows_b = summarize(a, input_chw), summarize(b, input_chw)
     same_shapes = [r.out_shape for r in rows_a] == [r.out_shape for r in rows_b]
     same_params = [r.params for r in rows_a] == [r.params for r in rows_b]

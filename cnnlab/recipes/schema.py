@@ -122,6 +122,10 @@ class Recipe:
     target_acc: float | None = _f(None, "the test accuracy (percent) this recipe aims at", min=0, max=100)
     model: str = _f("seed", "model name (cnnlab models)")
     epochs: int = _f(20, "passes over the training split", min=1)
+    patience: int | None = _f(None, "end the run when validation accuracy has not improved for this many epochs",
+                              min=1)
+    keep: Literal["last", "best"] = _f("last", "weights kept: last, or best: also the best-validation epoch's "
+                                       "(best.safetensors)")
     batch_size: int = _f(128, "images per optimizer step", min=1)
     val_size: int | str = _f("10%", "held out for validation: a count, or a percentage of the training split",
                              min=0)

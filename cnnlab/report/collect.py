@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CnnlabError
+from ..errors import CnnlabError, CnnlabWarning
 from . import figures, inspection
 from .evaluation import FIGURES, draw, read_eval, summarize
 
@@ -95,9 +95,15 @@ def collect(run_dir, data_path=None, device: str = "auto") -> dict:
     """config, metrics, history, model table, evaluation summary, figures, sample strips and the
     look inside the network (its HTML, escaped: report/inspection.py)."""
     from ..runs import evaluate_run, read_config
+    from ..runs.saved import unfinished_notice, unfinished_state
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     notes = []
+    unfinished = unfinished_state(run_dir)
+    if unfinished is not None:  # said once here, on the page and on the command line
+        notice = unfinished_notice(run_dir)
+        warnings.warn(notice, CnnlabWarning)
+        notes.append(notice[0].upper() + notice[1:] + ".")
     history = read_history(run_dir / "history.csv")
     ev = read_eval(run_dir)
     pngs = {}
@@ -109,7 +115,9 @@ def collect(run_dir, data_path=None, device: str = "auto") -> dict:
                      + ("" if pngs else " and no evaluation") + ".")
     elif not pngs:
         try:
-            out = evaluate_run(run_dir, data.source if data_path is None else data_path, device)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".* is an unfinished run", category=CnnlabWarning)
+                out = evaluate_run(run_dir, data.source if data_path is None else data_path, device)
         except CnnlabError as e:  # e.g. a run stopped before it saved any weights
             notes.append(f"No evaluation: {e}")
         else:
@@ -121,11 +129,14 @@ def collect(run_dir, data_path=None, device: str = "auto") -> dict:
         table = model_table(config)
     except CnnlabError as e:
         notes.append(f"No model table: {e}")
+    with warnings.catch_warnings():  # an unfinished run was said so once, above
+        warnings.filterwarnings("ignore", message=".* is an unfinished run", category=CnnlabWarning)
+        inspect_html = inspection.section(inspection.gather(run_dir, config, data))
     return {
         "name": run_dir.resolve().name, "path": str(run_dir.resolve()), "config": config,
         "metrics": _read_json(run_dir / "metrics.json"), "history": history, "eval": ev,
-        "figures": pngs, "model_table": table, "notes": notes,
+        "figures": pngs, "model_table": table, "notes": notes, "unfinished": unfinished,
         "samples": samples(data.test_x, data.test_y, len(config["data"]["classes"])) if data is not None else [],
         "curves": figures.curves([(run_dir.name, history)]) if history else b"",
-        "inspect_html": inspection.section(inspection.gather(run_dir, config, data)),
+        "inspect_html": inspect_html,
     }

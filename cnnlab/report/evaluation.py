@@ -87,9 +87,15 @@ def draw(out: dict, summary: dict) -> dict[str, bytes]:
     return {
         "confusion.png": figures.confusion(np.asarray(summary["confusion_matrix"]["counts"]), classes),
         "mistakes.png": figures.mistakes(images, [m["true"] for m in picked], [m["predicted"] for m in picked],
-                                         [m["prob"] for m in picked]),
+                                         [m["prob"] for m in picked], title=_mistakes_title(out)),
         "calibration.png": figures.calibration(summary["calibration"], summary["ece"] or 0.0),
     }
+
+
+def _mistakes_title(out: dict) -> str:
+    run = Path(str((out.get("config") or {}).get("config", {}).get("out") or "")).name
+    data = Path(str(out.get("data_source") or "")).name
+    return (f"Most confident mistakes of {run}" if run else "Most confident mistakes") + (f" on {data}" if data else "")
 
 
 def read_eval(run_dir) -> dict | None:

@@ -34,6 +34,11 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+# The report's column is about 1060 px wide at 1280 px (100 dpi: 10.6 inches): a figure drawn no
+# wider shows its text at the size it was set in, never scaled down past reading.
+COLUMN_INCHES = 10.6
+
+
 def _rc():
     """Settings for every figure here: no TeX whatever the user's matplotlibrc says."""
     import matplotlib
@@ -56,10 +61,12 @@ def confusion(cm, classes: list[str]) -> bytes:
     rows = cm.sum(axis=1, keepdims=True)
     norm = 100.0 * cm / np.maximum(rows, 1)
     labels = [plain(c if len(c) <= 18 else c[:17] + "…") for c in classes]
-    side = min(max(4.0, 0.45 * n + 2.2), 20.0)  # many classes: smaller cells, not a giant image
-    tick = max(4.0, min(9.0, 260.0 / max(n, 1)))
+    # Up to 10 classes the two panels fit the report's column, so the numbers show at their
+    # size (10 pt: 14 px); more classes make it wider, to be scrolled, not shrunk.
+    side = min(max(4.0, 0.34 * n + 1.4), 20.0)
+    tick = max(5.0, min(10.0, 260.0 / max(n, 1)))
     with _rc():
-        fig, axes = _subplots(1, 2, figsize=(2 * side + 1.0, side + 0.6))
+        fig, axes = _subplots(1, 2, figsize=(2 * side + 0.8, side + 0.6))
         for ax, values, title, fmt in ((axes[0], cm, "Counts", "{:d}"),
                                        (axes[1], norm, "Percent of each true class", "{:.0f}")):
             im = ax.imshow(values, cmap="Blues", vmin=0)
@@ -74,7 +81,7 @@ def confusion(cm, classes: list[str]) -> bytes:
                     for p in range(n):
                         v = values[t, p]
                         ax.text(p, t, fmt.format(int(v) if fmt == "{:d}" else float(v)), ha="center",
-                                va="center", fontsize=7 if n > 10 else 8,
+                                va="center", fontsize=8 if n > 10 else 10,
                                 color="white" if top and v > 0.6 * top else "black")
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         fig.tight_layout()
@@ -82,13 +89,18 @@ def confusion(cm, classes: list[str]) -> bytes:
 
 
 def mistakes(images, true_names: list[str], pred_names: list[str], probs: list[float],
-             cols: int = 8) -> bytes:
-    """A grid of images (uint8 (k, C, H, W)) captioned true class, predicted class, probability."""
+             cols: int = 6, title: str = "") -> bytes:
+    """A grid of images (uint8 (k, C, H, W)) captioned true class, predicted class, probability.
+
+    Six columns of 1.75 inches fit the report's column: the 10 pt captions show at 14 px.
+    """
     k = len(images)
     cols = max(1, min(cols, k))
     rows = max(1, -(-k // cols))
     with _rc():
-        fig, axes = _subplots(rows, cols, figsize=(1.6 * cols, 2.05 * rows), squeeze=False)
+        top = 0.4 if title else 0.0  # inches above the grid for the title
+        fig, axes = _subplots(rows, cols, figsize=(max(1.75 * cols, 5.0 if title else 0), 2.6 * rows + top),
+                              squeeze=False)
         for i, ax in enumerate(axes.flat):
             ax.axis("off")
             if i >= k:
@@ -96,10 +108,12 @@ def mistakes(images, true_names: list[str], pred_names: list[str], probs: list[f
             img = np.asarray(images[i]).transpose(1, 2, 0)
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", interpolation="nearest")
             caption = f"true: {_short(true_names[i])}\npred: {_short(pred_names[i])}\n{100 * probs[i]:.1f} %"
-            ax.set_title(plain(caption), fontsize=8, color="#b00020", pad=2)
+            ax.set_title(plain(caption), fontsize=10, color="#b00020", pad=2)
         if k == 0:
             axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
-        fig.tight_layout(pad=0.4)
+        if title:
+            fig.suptitle(plain(title), fontsize=11, y=1 - 0.05 / fig.get_figheight(), va="top")
+        fig.tight_layout(pad=0.4, rect=(0, 0, 1, 1 - top / fig.get_figheight()))
         return _png(fig)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 
-from ..runs.compare import compare, load_group
+from ..runs.compare import compare, load_groups
 from ..analysis.compare_plot import plot_groups
 from .page import esc, figure, fmt, table
 
@@ -28,24 +28,25 @@ def _acc(g: dict) -> str:
 
 def groups_section(folders) -> str:
     """HTML for the groups in folders (the first is the baseline), with its own heading."""
-    groups = [load_group(f) for f in folders]
+    groups = [g for f in folders for g in load_groups(f)]
     result = compare(groups)
-    rows = [[g["name"], g["recipe"], f"{g['n']} of {g['planned']}", _acc(g), _interval(g["ci95"]),
-             fmt(g["train_seconds_mean"], 1, " s"), "; ".join(g["flags"]) or "-"]
+    rows = [[g["name"], g["recipe"], ", ".join(g["data"]) or "-", f"{g['n']} of {g['planned']}", _acc(g),
+             _interval(g["ci95"]), fmt(g["train_seconds_mean"], 1, " s"), "; ".join(g["flags"]) or "-"]
             for g in result["groups"]]
     out = ['<section id="groups"><h2>Groups compared</h2>',
            "<p>Test accuracy over the finished runs of each group, its 95 % confidence interval "
            "(t distribution), and each group against the first (Welch's t-test), as "
            "<code>cnnlab compare</code> prints them.</p>",
-           table(["group", "recipe/model", "runs", "test accuracy (mean ± std)", "95 % CI",
-                  "training time (mean)", "flags"], rows, {2, 3, 4, 5})]
+           table(["group", "recipe/model", "tested on", "runs", "test accuracy (mean ± std)", "95 % CI",
+                  "training time (mean)", "flags"], rows, {3, 4, 5, 6})]
     if result["pairs"]:
         pairs = [[f"{p['b']} vs {p['a']}", "-" if p["diff"] is None else f"{p['diff']:+.2f}",
                   _interval(p["ci95"]), "-" if p["p_value"] is None else f"{p['p_value']:.3g}", p["verdict"]]
                  for p in result["pairs"]]
         out.append(table(["pair", "difference (points)", "95 % CI", "p-value", "verdict"], pairs, {1, 2, 3}))
     png = io.BytesIO()
-    plot_groups([(g["name"], [r.history for r in group.finished]) for g, group in zip(result["groups"], groups)], png)
+    plot_groups([(g["name"], [r.history for r in group.finished]) for g, group in zip(result["groups"], groups)], png,
+                test_accs=[g["mean"] for g in result["groups"]])
     out.append(figure(png.getvalue(), "validation accuracy and training loss of every group",
                       "Validation accuracy and training loss per epoch: each group's mean line and its "
                       "band from lowest to highest run."))

@@ -48,8 +48,45 @@ def fmt(v, digits: int = 2, unit: str = "") -> str:
     return f"{v}{unit}"
 
 
+def setting_text(v) -> str:
+    """A setting as a reader writes it: no Python reprs (None, True, {'flip': ...})."""
+    if v is None:
+        return "not set"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(setting_text(x) for x in v) or "none"
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {setting_text(x)}" for k, x in v.items()) or "none"
+    return str(v)
+
+
+def flat_settings(settings: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, text) rows of nested settings, keys as --set spells them (augment.flip)."""
+    rows = []
+    for k, v in settings.items():
+        if isinstance(v, dict) and v:
+            rows += flat_settings(v, f"{prefix}{k}.")
+        else:
+            rows.append((f"{prefix}{k}", setting_text(v)))
+    return rows
+
+
+def dataset_name(config: dict) -> str:
+    """The data a run was trained and tested on: its folder's name and fingerprint."""
+    data = config.get("data") or {}
+    name = str(data.get("source") or "-").rstrip("/").rsplit("/", 1)[-1]
+    fp = str(data.get("fingerprint") or "")[:12]
+    return f"{name} (fingerprint {fp})" if fp else name
+
+
 def kv(pairs) -> str:
-    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(fmt(v) if not isinstance(v, str) else v)}</dd>" for k, v in pairs)
+    def text(v) -> str:
+        return v if isinstance(v, str) else setting_text(v) if v is None or isinstance(v, (bool, dict, list, tuple)) \
+            else fmt(v)
+    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(text(v))}</dd>" for k, v in pairs)
     return f'<dl class="kv">{rows}</dl>'
 
 
@@ -77,6 +114,12 @@ def key_numbers(run: dict) -> list[tuple[str, str]]:
     last = history[-1] if history else {}
     m = {"val_acc": last.get("val_acc"), "epochs": len(history) or None,
          "train_seconds": last.get("elapsed_s"), **run["metrics"]}
+    stopped = run.get("unfinished")
+    if stopped:  # where the last checkpoint stands, not a finished count
+        m["epochs"] = f"unfinished: epoch {stopped['epoch']}, step {stopped['step']}"
+        m["train_seconds"] = stopped["elapsed"]
+    elif stopped is not None:
+        m["epochs"] = "unfinished"
     return [("test accuracy", fmt(ev.get("test_acc", m.get("test_acc")), 2, " %")),
             ("validation accuracy", fmt(m.get("val_acc"), 2, " %")),
             ("mean test loss", fmt(ev.get("mean_loss"), 4)),
@@ -138,8 +181,10 @@ def run_section(run: dict, anchor: str, heading: str) -> str:
     recipe = cfg.get("recipe")
     out += ["<h3>Recipe and configuration</h3>"]
     if recipe:
-        out.append(f"<p>Recipe: <code>{esc(recipe)}</code></p>")
-    out.append(kv(sorted((k, v if isinstance(v, str) else repr(v)) for k, v in cfg.items())))
+        about = f" (as shipped: {esc(cfg['description'])})" if cfg.get("description") else ""
+        out.append(f"<p>Recipe <code>{esc(recipe)}</code>{about}. The table is this run's own settings, "
+                   f"as it resolved them (keys as <code>--set</code> takes them).</p>")
+    out.append(kv(sorted(row for row in flat_settings(cfg) if row[0] not in ("description", "recipe"))))
     counts = ", ".join(f"{k} {data.get(k)}" for k in ("train", "val", "test") if k in data)
     out += ["<h3>Data</h3>", kv([("source", data.get("source", "-")), ("fingerprint", data.get("fingerprint", "-")),
             ("classes", ", ".join(data["classes"])), ("images", counts),
@@ -178,11 +223,12 @@ def comparison(runs: list[dict], curves_png: bytes) -> str:
         rows = [[c, *[fmt(r["eval"]["per_class"][i]["accuracy"], 1, " %") for r in runs]]
                 for i, c in enumerate(classes)]
         out += ["<h3>Accuracy per class</h3>", table(["class", *names], rows, set(range(1, len(head))))]
-    cfgs = [r["config"]["config"] for r in runs]
-    differ = sorted(k for k in set().union(*cfgs) if k != "out" and len({repr(c.get(k)) for c in cfgs}) > 1)
+    cfgs = [dict(flat_settings(r["config"]["config"])) for r in runs]
+    differ = sorted(k for k in set().union(*cfgs) if k not in ("out", "description")
+                    and len({c.get(k, "-") for c in cfgs}) > 1)
     if differ:
         out += ["<h3>Settings that differ</h3>",
-                table(["setting", *names], [[k, *[repr(c.get(k)) for c in cfgs]] for k in differ])]
+                table(["setting", *names], [[k, *[c.get(k, "-") for c in cfgs]] for k in differ])]
     out.append("</section>")
     return "\n".join(out)
 
@@ -191,13 +237,17 @@ def render(runs: list[dict], curves_png: bytes = b"", groups_html: str = "", n_g
     """The whole page for one run, a comparison page for several, and the groups' section if any."""
     if len(runs) == 1 and not groups_html:
         title = f"cnnlab report: {runs[0]['name']}"
-        lead = f"{runs[0]['config']['config']['model']} · {runs[0]['path']}"
+        lead = (f"{runs[0]['config']['config']['model']} · tested on {dataset_name(runs[0]['config'])} · "
+                f"{runs[0]['path']}")
         body = [run_section(runs[0], "run-1", "")]
     else:
         what = [f"{n_groups} group{'s' if n_groups != 1 else ''}"] if groups_html else []
         what += [f"{len(runs)} run{'s' if len(runs) != 1 else ''}"] if runs else []
         title = f"cnnlab report: {' and '.join(what)}"
+        tested = sorted({dataset_name(r["config"]) for r in runs})
         lead = " · ".join(r["name"] for r in runs) or "groups of seeds"
+        if tested:
+            lead += " · tested on " + ", ".join(tested)
         links = ['<a href="#groups">groups</a>'] if groups_html else []
         links += ['<a href="#compare">side by side</a>'] if len(runs) > 1 else []
         links += [f'<a href="#run-{i}">{esc(r["name"])}</a>' for i, r in enumerate(runs, 1)]

@@ -36,7 +36,8 @@ img.strip { image-rendering: pixelated; max-width: 100%; height: auto; display: 
 pre { background: var(--soft); border: 1px solid var(--line); border-radius: 4px; padding: .6rem .8rem;
       overflow-x: auto; font-size: .8rem; line-height: 1.35; }
 code { font-size: .9em; overflow-wrap: anywhere; }
-.note { background: #fff8e1; border-left: 4px solid #e0a800; padding: .4rem .7rem; margin: .6rem 0; }
+.note { background: #fff8e1; border-left: 4px solid #e0a800; padding: .4rem .7rem; margin: .6rem 0;
+        overflow-wrap: anywhere; }
 nav.toc { font-size: .92rem; margin: .5rem 0 1rem; }
 nav.toc a { color: var(--accent); margin-right: .9rem; white-space: nowrap; }
 footer { color: var(--muted); font-size: .82rem; margin-top: 3rem; border-top: 1px solid var(--line);
@@ -49,8 +50,13 @@ footer { color: var(--muted); font-size: .82rem; margin-top: 3rem; border-top: 1
   dl.kv { grid-template-columns: minmax(5rem, 38%) 1fr; font-size: .9rem; }
   dl.kv dt { overflow-wrap: anywhere; }
   table { font-size: .85rem; }
-  figure.wide img { max-width: none; width: 680px; }  /* scroll sideways, readable, not shrunk */
-  th, td { padding: .22rem .4rem; }
+  /* a table fits the screen: names and headings wrap (numbers stay whole) rather than hide past the edge */
+  table { font-size: .8rem; }
+  th, td { padding: .22rem .3rem; }
+  th.n { white-space: normal; }
+  td.name { min-width: 0; max-width: 9rem; }
+  /* a two-panel figure shows whole at the screen's width (zoom in for detail), never cut off */
+  figure.wide img { max-width: 100%; width: auto; }
 }
 @media print {
   body { font-size: 11pt; }

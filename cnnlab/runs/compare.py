@@ -1,11 +1,14 @@
 """Compare groups of runs honestly: mean, spread, 95 % interval, Welch's t-test, plain words.
 
-    groups = [load_group("runs/a-seeds"), load_group("runs/b-seeds")]
+    groups = [*load_groups("runs/a-seeds"), *load_groups("runs/b-seeds")]
     result = compare(groups)        # {"groups": [...], "pairs": [...]}, as 'cnnlab compare --json'
     print(format_table(result))
 
 An argument is a run folder (config.json: a group of one), a group folder from
-'cnnlab train --seeds' (group.json), or any folder whose subfolders are run folders.
+'cnnlab train --seeds' (group.json), or any folder whose subfolders are run folders. A folder of
+runs of different recipes or data (runs/) is split into one group per recipe and data
+fingerprint: runs are never pooled across them. Without scipy (the 'stats' extra) the table is
+printed without intervals and t-tests, and a note says what the extra adds.
 Only finished runs (with metrics.json) enter the statistics. Unfinished runs, runs on other
 data (fingerprint) and groups that mix data or recipes are flagged in the table and the
 JSON; a pair that is not like for like gets no verdict.
@@ -106,6 +109,10 @@ def load_group(path) -> Group:
                               f"({GROUP_FILE}, or subfolders that are runs): pass folders made by "
                               f"'cnnlab train' or 'cnnlab train --seeds'")
         g = Group(name, path, "folder", [load_run(f) for f in folders], len(folders))
+    return _flagged(g)
+
+
+def _flagged(g: Group) -> Group:
     missing = g.planned - len(g.finished)
     if missing:
         g.flags.append(f"{missing} of {g.planned} runs unfinished, left out")
@@ -115,6 +122,60 @@ def load_group(path) -> Group:
     if differ:
         g.flags.append(f"mixed recipes ({', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'})")
     return g
+
+
+def load_groups(path) -> list[Group]:
+    """load_group, but a folder of runs of different recipes or data is split into one group per
+    recipe (all its settings but the seed and where it ran) and data fingerprint, first seen first."""
+    g = load_group(path)
+    if g.kind != "folder":
+        return [g]
+    by_kind: dict[tuple[str, str], list[Run]] = {}
+    for r in g.runs:
+        by_kind.setdefault((_recipe_key(r), r.fingerprint), []).append(r)
+    if len(by_kind) == 1:
+        return [g]
+    labels = [f"{runs[0].recipe} on data {fp[:8] or '?'}" for (_, fp), runs in by_kind.items()]
+    base = list(labels)
+    for i, runs in enumerate(by_kind.values()):
+        twins = [j for j, label in enumerate(base) if label == base[i]]
+        if len(twins) > 1:  # the same recipe name with other settings: name the settings
+            flat = [_flat(_resolved(rs[0].config["config"])) for j, rs in enumerate(by_kind.values()) if j in twins]
+            keys = [k for k in sorted(set().union(*flat)) if k.split(".")[0] not in NOT_RECIPE
+                    and len({json.dumps(f.get(k)) for f in flat}) > 1][:3]
+            values = _flat(_resolved(runs[0].config["config"]))
+            labels[i] += " (" + ", ".join(f"{k}={json.dumps(values.get(k))}" for k in keys) + ")"
+    return [_flagged(Group(f"{g.name}: {label}", g.path, "folder", runs, len(runs)))
+            for label, runs in zip(labels, by_kind.values())]
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """{"optimizer": {"lr": 0.1}} as {"optimizer.lr": 0.1}: the keys --set takes."""
+    out = {}
+    for k, v in settings.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _recipe_key(r: Run) -> str:
+    c = _resolved(r.config["config"])
+    return json.dumps({k: v for k, v in c.items() if k not in NOT_RECIPE}, sort_keys=True, default=str)
+
+
+def have_scipy() -> bool:
+    """Whether the 'stats' extra (scipy) is installed: intervals and t-tests need it."""
+    try:
+        import scipy.stats  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+STATS_NOTE = ("without scipy, no 95 % intervals, t-tests or verdicts: install them with "
+              "pip install 'cnnlab[stats]'")
 
 
 # Settings that may differ between the runs of one group: where and how fast they ran.
@@ -143,10 +204,10 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def group_result(g: Group) -> dict:
+def group_result(g: Group, with_ci: bool = True) -> dict:
     done = g.finished
     accs = [float(r.metrics["test_acc"]) for r in done]
-    s = stats.summarize(accs)
+    s = stats.summarize(accs, with_ci)
     recipes = sorted({r.recipe for r in done}) or sorted({r.recipe for r in g.runs}) or [g.declared]
     prints = sorted({r.fingerprint for r in done})
     return {"name": g.name, "path": str(g.path), "kind": g.kind, "recipe": ", ".join(recipes),
@@ -155,13 +216,18 @@ def group_result(g: Group) -> dict:
             "seeds": [r.config["config"].get("seed") for r in done],
             "best_val_epochs": [best_val_epoch(r.path / "history.csv") for r in done],
             "train_seconds_mean": _mean([r.metrics.get("train_seconds") for r in done]),
-            "fingerprint": prints[0] if len(prints) == 1 else None, "flags": list(g.flags)}
+            "fingerprint": prints[0] if len(prints) == 1 else None, "flags": list(g.flags),
+            "data": sorted({Path(str(r.config["data"].get("source") or "-")).name for r in (done or g.runs)})}
 
 
 def compare(groups: list[Group]) -> dict:
-    """The comparison as a JSON-ready object: every group, then every group against the first."""
-    stats.require_scipy()
-    results = [group_result(g) for g in groups]
+    """The comparison as a JSON-ready object: every group, then every group against the first.
+
+    Without scipy: the groups' numbers without intervals, the differences without tests, and
+    "scipy": false.
+    """
+    scipy = have_scipy()
+    results = [group_result(g, scipy) for g in groups]
     names = [r["name"] for r in results]
     for r, g in zip(results, groups):  # two folders of the same name: tell them apart by path
         if names.count(r["name"]) > 1:
@@ -172,13 +238,24 @@ def compare(groups: list[Group]) -> dict:
             r["flags"].append(f"other data than {first['name']}")
     pairs = []
     for a, b in [(first, r) for r in results[1:]]:
-        test = stats.welch(a["accs"], b["accs"])
+        if scipy:
+            test = stats.welch(a["accs"], b["accs"])
+        else:  # the difference of the means needs no distribution; its test does
+            test = stats.welch([], [])
+            test.update(n_a=len(a["accs"]), n_b=len(b["accs"]), diff=_diff(a["accs"], b["accs"]))
         clash = _clash(a, b)
+        untested = not scipy and min(test["n_a"], test["n_b"]) >= stats.MIN_N
         pairs.append({"a": a["name"], "b": b["name"], "diff": test["diff"], "ci95": test["ci95"],
                       "p_value": test["p_value"], "t": test["t"], "df": test["df"],
                       "n_a": test["n_a"], "n_b": test["n_b"], "comparable": clash is None,
-                      "verdict": clash or stats.verdict(a["name"], b["name"], test)})
-    return {"groups": results, "pairs": pairs, "confidence": stats.CONFIDENCE, "alpha": stats.ALPHA}
+                      "verdict": clash or ("not tested: " + STATS_NOTE if untested
+                                           else stats.verdict(a["name"], b["name"], test))})
+    return {"groups": results, "pairs": pairs, "confidence": stats.CONFIDENCE, "alpha": stats.ALPHA,
+            "scipy": scipy}
+
+
+def _diff(a: list[float], b: list[float]) -> float | None:
+    return sum(b) / len(b) - sum(a) / len(a) if a and b else None
 
 
 def _clash(a: dict, b: dict) -> str | None:
@@ -225,6 +302,8 @@ def format_table(result: dict) -> str:
         ci = "" if p["ci95"] is None else f", 95 % CI [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]"
         pv = "" if p["p_value"] is None else f", Welch's t-test p = {p['p_value']:.3g}"
         lines.append(f"{p['b']} vs {p['a']}: {diff}{ci}{pv}: {p['verdict']}")
+    if not result.get("scipy", True):
+        lines.append(f"note: {STATS_NOTE}")
     small = [g["name"] for g in result["groups"] if g["n"] < stats.MIN_N]
     if small:
         lines.append(f"note: {', '.join(small)} {'has' if len(small) == 1 else 'have'} fewer than "

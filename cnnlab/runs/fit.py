@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from ..training import arithmetic, augment, distributed, optim
+from ..training import arithmetic, distributed
 from .. import checkpoints, files
 from ..data import dataset as data_mod, decode
 from ..network import models
@@ -24,7 +24,7 @@ from ..data.dataset import normalize
 from ..training.losswatch import NonFiniteLoss
 from ..recipes import to_dict
 from ..text import plural
-from ..training.loop import (TrainConfig, TrainState, pick_device, prepare, resolve_precision,
+from ..training.loop import (TrainConfig, TrainState, epoch_steps, pick_device, prepare, resolve_precision,
                              total_steps, train, uses_channels_last)
 from .folder import HISTORY_FIELDS, _number, claim_run_dir, describe, read_config, unclaim, versions, write_json
 from .lock import hold
@@ -32,6 +32,8 @@ from .resumable import check_checkpoint, load_into
 from . import tensorboard
 from .given import build_model, custom_record, needs_data, needs_model
 from .settings import RESUME_MAY_CHANGE, refuse_changes  # noqa: F401 - also imported from here
+from . import checks, stopping
+from .checks import check_data_bounds
 from .signals import Interrupted, StopSignals
 
 
@@ -65,20 +67,6 @@ def quiet(line: str) -> None:
     """The log of ranks other than 0 in a run of several processes: rank 0 says it once."""
 
 
-def check_data_bounds(cfg: TrainConfig, data, model: torch.nn.Module | None = None) -> None:
-    """Refuse, in one line, a recipe that the data cannot take (a shift or crop as large as the
-    images, a --val-size larger than the split, a model the images do not fit), before any
-    folder is made. model: the run's own, else one is built here (the global RNG left as it was)."""
-    data_mod.val_count(cfg.val_size, len(data.train_y))
-    shape = tuple(data.train_x.shape[1:])
-    augment.check_sizes(cfg.augment, shape)
-    if model is None:
-        with torch.random.fork_rng(devices=[]):
-            model = models.create(cfg.model, len(data.classes), shape[0], shape[-1])
-    optim.check(model, cfg.optimizer, cfg.epochs)  # the recipe leaves it something to train
-    augment.check_crop(model, cfg.augment, shape)
-
-
 def run_train(cfg: TrainConfig, log: Callable[[str], None] = say, *, data: data_mod.ImageData | None = None,
               model=None, progress: bool | None = None,
               epoch_end: Callable[[Path, dict], bool | None] | None = None) -> dict:
@@ -110,6 +98,7 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say, *, data: data_
         distributed.same_as_main(data.fingerprint, f"the data at {data_mod.shown(data)}")
         n_val = data_mod.val_count(cfg.val_size, len(data.train_y))
         n_train = len(data.train_y) - n_val
+        checks.learnable(data.classes, n_train, n_val, data.source, cfg)
         # The absolute path, so that evaluate and --resume find the data from any folder.
         where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
         model = build_model(cfg, data, model)
@@ -171,12 +160,13 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
     precision = overrides.pop("precision", None)
     if model is None and config.get("custom_model"):
         raise CnnlabError(needs_model(run_dir, config, "resume"))
+    extend = stopping.extension(config, overrides.pop("epochs", None))
     saved = TrainConfig.from_dict(config["config"])
     refuse_changes(saved, overrides, "run")
     overrides = {k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE and v is not None}
     if overrides.get("data") is not None:
         overrides["data"] = str(Path(overrides["data"]).expanduser().resolve())
-    cfg = replace(saved, **overrides, out=str(run_dir))
+    cfg = replace(saved, **overrides, out=str(run_dir), epochs=extend or saved.epochs)
     cfg.validate()
     if distributed.is_main():
         checkpoints.remove_partial_writes(run_dir)
@@ -184,13 +174,14 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
     if (run_dir / "checkpoint.pt").exists():
         ckpt = checkpoints.load_checkpoint(run_dir / "checkpoint.pt")
         check_checkpoint(ckpt, run_dir / "checkpoint.pt")  # its structure, before any of it is used
-        if ckpt.get("model") != cfg.model or ckpt.get("config", {}).get("epochs") != cfg.epochs:
+        if ckpt.get("model") != cfg.model or ckpt.get("config", {}).get("epochs") not in stopping.lengths(config):
             raise CnnlabError(f"{run_dir}/checkpoint.pt belongs to another run (model "
                               f"{ckpt.get('model')}, {ckpt.get('config', {}).get('epochs')} epochs): "
                               f"it cannot be resumed with this config.json")
         if ckpt["state"]["epoch"] > cfg.epochs and (run_dir / "metrics.json").exists():
             raise CnnlabError(f"{run_dir} has finished all {cfg.epochs} epochs: nothing to resume; "
-                              f"see its metrics.json or run 'cnnlab evaluate {run_dir}'")
+                              f"see its metrics.json or run 'cnnlab evaluate {run_dir}', or give "
+                              f"--epochs N (more than {cfg.epochs}) to extend it")
     device = distributed.local_device(pick_device(cfg.device))
     arith, change = arithmetic.for_resume(saved_arithmetic(config), device, precision)
     cfg = replace(cfg, channels_last=arith["memory_format"] == "channels_last")
@@ -219,6 +210,8 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
         checkpoints.set_rng_state(ckpt["rng"], device)
     else:
         _data_init(model, d)  # killed before its first checkpoint: start as a fresh run does
+    if extend is not None:  # recorded in config.json
+        config = stopping.extend(run_dir, config, extend, state, log, distributed.is_main())
     if change is not None or arith != config.get("arithmetic"):
         changes = config.get("arithmetic_changes", [])
         if change is not None:
@@ -296,8 +289,10 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     board = tensorboard.open_writer(out) if main and cfg.tensorboard else None
 
     def on_epoch_end(row: dict, state: TrainState, s) -> bool | None:
+        stopping.end_early(cfg, state, log)  # --patience
         if main:
             write_history(state.history)
+            stopping.keep_best(cfg, state.history, out, s.eval_model)  # before the checkpoint
             save(state, s)
             if board is not None:
                 tensorboard.add_row(board, row)
@@ -332,18 +327,20 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     test = distributed.evaluate(s.eval_model, d.test_x, d.test_y, d.mean_t, d.std_t, cfg.eval_batch_size, channels_last,
                                 cfg.tta, s.eval_precision)
     log(f"Test Accuracy: {test['acc']:.3f} %" + ("" if cfg.tta == "none" else f" (test-time augmentation: {cfg.tta})"))
+    last_steps = epoch_steps(cfg, len(d.train_y), state.history[-1]["epoch"])  # the last epoch's full length
     metrics = {"model": cfg.model, "recipe": cfg.recipe, "tta": cfg.tta, "test_acc": test["acc"], "test_loss": test["loss"],
-               "val_acc": _number(state.history[-1]["val_acc"]), "epochs": len(state.history),
+               "val_acc": _number(state.history[-1]["val_acc"]),
                "steps": state.steps, "train_seconds": state.elapsed,
-               "params": models.count_params(model), "device": str(device)}
+               "params": models.count_params(model), "device": str(device),
+               **stopping.summary(state.history, cfg, last_steps)}  # epochs, and how the run ended
     if not main:
         return {**metrics, "out": str(out)}
     checkpoints.save_weights(out / "model.safetensors", s.eval_model, {"model": cfg.model})
     from ..analysis.plots import plot_curves  # matplotlib is imported only when a figure is drawn
     source = config["data"]["source"]
-    plot_curves(out / "history.csv", out / "curves.png",
-                title=f"{cfg.model} on {Path(source).name if source else 'images from Python'}",
-                test_acc=test["acc"])
+    plot_curves(out / "history.csv", out / "curves.png", title=f"{out.name}: {cfg.model} on "
+                f"{Path(source).name if source else 'images from Python'}", test_acc=test["acc"],
+                last_epoch_steps=last_steps)
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     log(f"Run saved in {out}")
     return {**metrics, "out": str(out)}

@@ -65,19 +65,25 @@ def _batches(paths: Iterator[Path], n: int) -> Iterator[list[Path]]:
         yield batch
 
 
-def predict(run_dir, inputs, top_k: int = 3, tta: str = "none", device: str = "auto",
+def predict(run_dir, inputs, top_k: int = 3, tta: str | None = "none", device: str = "auto",
             batch_size: int = 256, model=None) -> Iterator[Prediction]:
     """One Prediction per file under inputs, in order, decoded and predicted batch by batch.
 
-    model: the network of a run of a model defined in Python (see cnnlab.runs.load_run)."""
+    tta: none, flip or flip-shift; None is the run's recipe's (as cnnlab evaluate).
+    model: the network of a run of a model defined in Python (see cnnlab.runs.load_run).
+    """
     import torch
 
-    from ..analysis.evaluate import predict_logits
+    from ..analysis.evaluate import TTA_MODES, predict_logits
     from .saved import eval_precision, load_run, place
     for raw in inputs:  # a missing input is an error before any work
         if not Path(raw).exists():
             raise CnnlabError(f"{raw} does not exist: pass image files or folders of images")
     config, model = load_run(run_dir, model)
+    if tta is None:
+        tta = config["config"].get("tta", "none")
+    if tta not in TTA_MODES:
+        raise CnnlabError(f"--tta {tta!r} is unknown: choose one of {', '.join(TTA_MODES)}")
     info = config["data"]
     classes = info["classes"]
     size, rule = recorded(config)

@@ -3,10 +3,16 @@
     config, model = load_run("runs/x")          # weights from model.safetensors, never unpickled
     config, model = load_run("runs/y", MyNet())  # a run of a model defined in Python
     out = evaluate_run("runs/x", tta="flip")     # test accuracy, logits, labels and test images
+    unfinished_notice("runs/x")                  # None, or one line: where it stopped, how to resume
+
+A run without metrics.json has not finished: load_run still reads its last weights (those of its
+checkpoint), and says so in one warning, so that evaluate, predict, export and report never pass
+partial weights off as a finished run's.
 """
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -15,7 +21,7 @@ from ..training import arithmetic
 from .. import checkpoints
 from ..data import dataset as data_mod, decode
 from ..network import models
-from ..errors import CnnlabError
+from ..errors import CnnlabError, CnnlabWarning
 from ..analysis.evaluate import TTA_MODES, predict_logits
 from ..training.loop import TrainConfig, pick_device, uses_channels_last
 from .fit import saved_arithmetic
@@ -36,6 +42,29 @@ def _checkpoint_weights(path: Path) -> tuple[dict, str]:
     return ckpt["model_state"], f"the weights of the unfinished run's checkpoint ({done} epochs done)"
 
 
+def unfinished_state(run_dir: Path) -> dict | None:
+    """None for a finished run (it has metrics.json); else where its last checkpoint stands:
+    {"epoch", "step", "elapsed"} (empty when there is no readable checkpoint)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "metrics.json").is_file():
+        return None
+    try:
+        state = checkpoints.load_checkpoint(run_dir / "checkpoint.pt")["state"]
+        return {"epoch": int(state["epoch"]), "step": int(state["step"]), "elapsed": float(state.get("elapsed", 0.0))}
+    except (CnnlabError, OSError, KeyError, TypeError, ValueError):
+        return {}
+
+
+def unfinished_notice(run_dir: Path) -> str | None:
+    """One line for a run that has not finished: where it stopped and how to finish it; else None."""
+    state = unfinished_state(run_dir)
+    if state is None:
+        return None
+    where = f" (stopped at epoch {state['epoch']}, step {state['step']})" if state else ""
+    return (f"{run_dir} is an unfinished run{where}: its weights are the partial ones of its last checkpoint; "
+            f"finish it with: cnnlab train --resume {run_dir}")
+
+
 def load_run(run_dir: Path, model: torch.nn.Module | None = None) -> tuple[dict, torch.nn.Module]:
     """(config.json contents, model with the run's final weights) from a run folder.
 
@@ -44,9 +73,13 @@ def load_run(run_dir: Path, model: torch.nn.Module | None = None) -> tuple[dict,
     config["weights"] says which, in words. model: the network to load the weights into, for a
     run of a model defined in Python (its folder keeps the weights, not the code); None builds
     the run's registered model.
+    An unfinished run is said so in a warning (unfinished_notice).
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
+    notice = unfinished_notice(run_dir)
+    if notice is not None:
+        warnings.warn(notice, CnnlabWarning, stacklevel=2)
     info, name = config["data"], config["config"]["model"]
     if model is None:
         if config.get("custom_model"):

@@ -52,7 +52,8 @@ def resolve(recipe: str | None, settings: dict[str, Any], out: str | None = None
     from ..recipes import apply_overrides, load_recipe, to_dict
     try:
         base = TrainConfig.from_dict({**to_dict(load_recipe(recipe or "seed")), "out": out})
-        cfg = apply_overrides(base, dotted(settings), where).validate()
+        given = dotted(settings)
+        cfg = mark_description(base, apply_overrides(base, given, where).validate(), given)
         if check_model:
             from ..network import models
             models.create(cfg.model)  # an unknown name, before any data is read
@@ -65,6 +66,27 @@ def resolve(recipe: str | None, settings: dict[str, Any], out: str | None = None
         raise SettingsError(str(e)) from None
     return cfg
 
+
+def mark_description(base: TrainConfig, cfg: TrainConfig, given: dict[str, Any]) -> TrainConfig:
+    """cfg, its description (the recipe's own) marked as the shipped recipe's where settings
+    changed the recipe: config.json and the report show the run's settings from their values."""
+    from dataclasses import replace
+    changed = [k for k in given if k not in RUN_KEYS and get_dotted(cfg, k) != get_dotted(base, k)]
+    if not changed or not cfg.description:
+        return cfg
+    return replace(cfg, description=f"{cfg.description} (the recipe as shipped; this run sets "
+                   + ", ".join(f"{k}={_text(get_dotted(cfg, k))}" for k in changed) + ")")
+
+
+def _text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# Settings of the run itself, not of its recipe: they leave the recipe's description as it is.
+RUN_KEYS = {"seed", "device", "data", "max_steps", "eval_batch_size", "channels_last", "compile", "precision",
+            "strict", "tensorboard", "out"}
 
 # Flags that a resumed run may change: where it runs and where its (identical) data lives, and
 # where it logs. --precision may be given too: it switches the run's arithmetic, and config.json records it.

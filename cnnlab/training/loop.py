@@ -244,7 +244,7 @@ def train_epoch(s: Setup, d: Prepared, cfg: TrainConfig, state: TrainState,
     # Summed over the ranks at the end: rank 0 carries what earlier steps of the epoch added.
     loss_sum = torch.tensor(state.loss_sum if rank == 0 else 0.0, device=device)
     watch = LossWatch(device, state.epoch)
-    bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {state.epoch}/{cfg.epochs}",
+    bar = tqdm(total=end, initial=state.step, desc=f"epoch {state.epoch}/{cfg.epochs}",
                file=sys.stderr, leave=False, disable=not progress or rank > 0, dynamic_ncols=True)
     for step in range(state.step, end):
         optim.set_lr(s.opt, lr_factor(cfg.schedule, state.steps, total))
