@@ -146,3 +146,12 @@ def test_train_seeds_builds_a_fresh_model_per_seed_and_each_run_is_cnnlab_train_
     assert not torch.equal(w0["head.weight"], a["head.weight"])  # each seed its own initial weights
     with pytest.raises(cnnlab.SettingsError, match="fresh model per seed"):
         cnnlab.train_seeds(model=TinyNet(), data=real_subset, seeds=[0, 1], **tiny)
+
+
+def test_one_class_from_python_is_refused_naming_where_it_came_from(tmp_path, monkeypatch):
+    from cnnlab.errors import CnnlabError
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CnnlabError, match=r"the data at images given from Python hold one class") as e:
+        cnnlab.train("seed", data=(np.zeros((12, 32, 32, 3), np.uint8), np.zeros(12, int)), out="one", **QUICK)
+    assert "None" not in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "one").exists()

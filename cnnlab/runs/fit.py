@@ -98,7 +98,7 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say, *, data: data_
         distributed.same_as_main(data.fingerprint, f"the data at {data_mod.shown(data)}")
         n_val = data_mod.val_count(cfg.val_size, len(data.train_y))
         n_train = len(data.train_y) - n_val
-        checks.learnable(data.classes, n_train, n_val, data.source, cfg)
+        checks.learnable(data.classes, n_train, n_val, data_mod.shown(data), cfg)
         # The absolute path, so that evaluate and --resume find the data from any folder.
         where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
         model = build_model(cfg, data, model)
