@@ -87,3 +87,20 @@ def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
         assert "cnnlab.x.a" in str(err) and "cnnlab.x.b" in str(err)
     else:
         raise AssertionError("the cycle was not found")
+
+
+def test_each_subpackage_names_its_public_face_and_every_name_resolves():
+    import importlib
+
+    for concern in ("analysis", "data", "network", "training"):
+        package = importlib.import_module(f"cnnlab.{concern}")
+        assert package.__all__, concern
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"cnnlab.{concern}.{name}"
+            assert name in dir(package)
+        try:
+            package.no_such_name  # noqa: B018
+        except AttributeError as err:
+            assert f"cnnlab.{concern}" in str(err)
+        else:
+            raise AssertionError("an unknown name resolved")

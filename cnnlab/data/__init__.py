@@ -1,1 +1,34 @@
-"""Data: where images come from (CIFAR-10, image folders), decoded once into uint8 tensors and cached."""
+"""Data: where images come from (CIFAR-10, image folders, tensors from Python), decoded once by one
+decoder into uint8 tensors and cached.
+
+    from cnnlab.data import load, split_indices, channel_stats, normalize
+    data = load("mydir", size=64)        # ImageData: train_x (N, 3, 64, 64) uint8, train_y, test_x, ...
+    image = load_image("photo.jpg", 64)  # the decoder training and predict share (decode.py)
+"""
+
+from importlib import import_module
+
+# name -> the module of this package that defines it; imported on first use, so that importing
+# the package costs nothing and no module imports another at load time through it
+_FACE = {'ImageData': 'dataset',
+         'load': 'dataset',
+         'split_indices': 'dataset',
+         'channel_stats': 'dataset',
+         'normalize': 'dataset',
+         'parse_val_size': 'dataset',
+         'cache_dir': 'dataset',
+         'load_image': 'decode',
+         'decode_one': 'decode',
+         'to_rgb': 'decode',
+         'fit': 'decode'}
+__all__ = sorted(_FACE)
+
+
+def __getattr__(name: str):
+    if name in _FACE:
+        return getattr(import_module(f"{__name__}.{_FACE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,1 +1,31 @@
-"""The network pieces: shape arithmetic, layers, the model registry and model summaries."""
+"""The network pieces: shape arithmetic, layers, the model registry and model summaries.
+
+    from cnnlab.network import conv2d_out, create, summarize
+    conv2d_out(32, kernel=7, padding=3)      # 32: floor((N + 2P - K)/S) + 1
+    summarize(create("seed"), (1, 3, 32, 32))
+"""
+
+from importlib import import_module
+
+# name -> the module of this package that defines it; imported on first use, so that importing
+# the package costs nothing and no module imports another at load time through it
+_FACE = {'conv2d_out': 'shapes',
+         'pool2d_out': 'shapes',
+         'same_padding': 'shapes',
+         'layer_out': 'shapes',
+         'create': 'models',
+         'count_params': 'models',
+         'MODELS': 'models',
+         'summarize': 'summary',
+         'compare': 'summary'}
+__all__ = sorted(_FACE)
+
+
+def __getattr__(name: str):
+    if name in _FACE:
+        return getattr(import_module(f"{__name__}.{_FACE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,2 +1,34 @@
 """Training: the loop, and the small pieces it composes (optimizers, schedules, augmentation,
-averaging, selection, arithmetic, processes)."""
+averaging, selection, arithmetic, processes), each a module of its own.
+
+    from cnnlab.training import TrainConfig, prepare, train
+    cfg = TrainConfig(epochs=2)
+    state = train(cfg, model, prepare(data, cfg, device))   # the plain loop (loop.py)
+"""
+
+from importlib import import_module
+
+# name -> the module of this package that defines it; imported on first use, so that importing
+# the package costs nothing and no module imports another at load time through it
+_FACE = {'TrainConfig': 'loop',
+         'TrainState': 'loop',
+         'Prepared': 'loop',
+         'prepare': 'loop',
+         'setup': 'loop',
+         'train': 'loop',
+         'train_epoch': 'loop',
+         'total_steps': 'loop',
+         'epoch_permutation': 'loop',
+         'pick_device': 'loop',
+         'lr_factor': 'schedules'}
+__all__ = sorted(_FACE)
+
+
+def __getattr__(name: str):
+    if name in _FACE:
+        return getattr(import_module(f"{__name__}.{_FACE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
