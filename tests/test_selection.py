@@ -101,5 +101,8 @@ def test_hard_images_with_several_processes_are_refused_in_one_line(tiny_folder,
     monkeypatch.setattr(distributed, "world", lambda: 2)  # a process of a run that torchrun started
     with pytest.raises(CnnlabError, match="one process"):
         TrainConfig(select=Select(keep=0.5)).validate()
-    with pytest.raises(CnnlabError, match="keep"):
-        main(["train", "--data", str(tiny_folder), "--set", "select.keep=0", "--out", str(tmp_path / "r2"), "--debug"])
+    # --debug: the traceback, and still the exit status of a user's mistake
+    assert main(["train", "--data", str(tiny_folder), "--set", "select.keep=0", "--out", str(tmp_path / "r2"),
+                 "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "select.keep must be greater than 0" in err
