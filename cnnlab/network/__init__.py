@@ -5,7 +5,7 @@
     summarize(create("seed"), (1, 3, 32, 32))
 """
 
-from importlib import import_module
+from ..lazy import face
 
 # name -> the module of this package that defines it; imported on first use, so that importing
 # the package costs nothing and no module imports another at load time through it
@@ -19,13 +19,4 @@ _FACE = {'conv2d_out': 'shapes',
          'summarize': 'summary',
          'compare': 'summary'}
 __all__ = sorted(_FACE)
-
-
-def __getattr__(name: str):
-    if name in _FACE:
-        return getattr(import_module(f"{__name__}.{_FACE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = face(__name__, _FACE)

@@ -6,7 +6,7 @@ averaging, selection, arithmetic, processes), each a module of its own.
     state = train(cfg, model, prepare(data, cfg, device))   # the plain loop (loop.py)
 """
 
-from importlib import import_module
+from ..lazy import face
 
 # name -> the module of this package that defines it; imported on first use, so that importing
 # the package costs nothing and no module imports another at load time through it
@@ -22,13 +22,4 @@ _FACE = {'TrainConfig': 'loop',
          'pick_device': 'loop',
          'lr_factor': 'schedules'}
 __all__ = sorted(_FACE)
-
-
-def __getattr__(name: str):
-    if name in _FACE:
-        return getattr(import_module(f"{__name__}.{_FACE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = face(__name__, _FACE)
