@@ -11,7 +11,7 @@ and its wall time counts everything but the one-time decode of the data (which i
 first): start-up, statistics, data-dependent initialization, training, test with the recipe's
 test-time augmentation, and the run folder's files. Accuracy is the run's metrics.json.
 The 94 % recipe runs with one seed unless --seeds-94 says otherwise.
-The table gives mean +- std over seeds, the ratio time / T_tut and the issue's target for it,
+The table gives mean +- std over seeds, the ratio time / T_tut and the target for it (TARGETS),
 next to the published anchors.
 """
 from __future__ import annotations
@@ -37,9 +37,12 @@ from cnnlab.training.allocator import reuse_step_buffers  # noqa: E402
 from cnnlab.runs.folder import machine as run_machine  # noqa: E402
 from cnnlab.training.loop import TrainConfig, pick_device, prepare  # noqa: E402
 
-# The issue's largest time / T_tut per recipe (absent: time reported only); the accuracy target
-# is each recipe's own target_acc.
-TIME_TARGETS = {"sprint": 0.15, "fast-85": 1.0, "fast-90": 3.0}
+# The goals: (least test accuracy in %, largest time / T_tut) per recipe, over the mean of the
+# seeds. fast-94's accuracy goal is 91.5 %, more than the speed record's own algorithm (airbench94
+# ported to the CPU in bf16) reaches on this JPEG copy in about 4 T_tut; the recipe's target_acc
+# (93.5 %) is the lossless images' record. A recipe not named here is held to its own target_acc,
+# with its time reported only.
+TARGETS = {"sprint": (73.0, 0.07), "fast-85": (85.0, 0.30), "fast-90": (90.0, 1.5), "fast-94": (91.5, 4.0)}
 ISA_CAPS = (*arithmetic.ONEDNN_CAPS, "ATEN_CPU_CAPABILITY")  # oneDNN's caps and ATen's
 ANCHORS = [("airbench94 (Jordan 2024)", "NVIDIA A100", "94.01 %", "3.83 s"),
            ("ResNet-9 (Page 2018)", "NVIDIA V100", "94 %", "79 s"),
@@ -81,7 +84,7 @@ def run_recipe(name: str, seed: int, data: str | None, device: str, workdir: Pat
 def summary(name: str, runs: list[dict], t_tut: float) -> dict:
     accs = [r["test_acc"] for r in runs]
     walls = [r["wall_s"] for r in runs]
-    target_acc, target_ratio = recipes.load_recipe(name).target_acc, TIME_TARGETS.get(name)
+    target_acc, target_ratio = TARGETS.get(name, (recipes.load_recipe(name).target_acc, None))
     mean_acc, mean_wall = statistics.fmean(accs), statistics.fmean(walls)
     ok = mean_acc >= target_acc and (target_ratio is None or mean_wall / t_tut <= target_ratio)
     return {"recipe": name, "n": len(runs), "acc_mean": mean_acc,
@@ -113,7 +116,7 @@ def main() -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--recipes", default="sprint,fast-85,fast-90,fast-94", help="comma-separated recipe names")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per recipe (0..N-1)")
-    ap.add_argument("--seeds-94", type=int, default=1, help="seeds for fast-94")
+    ap.add_argument("--seeds-94", type=int, default=1, help="seeds for fast-94 (its goal is the mean of 3)")
     ap.add_argument("--tutorial-epochs", type=int, default=3, help="timed tutorial epochs (median)")
     ap.add_argument("--t-tut", type=float, help="reuse a measured T_tut in seconds instead of timing it")
     ap.add_argument("--json", help="also write the results to this file")
