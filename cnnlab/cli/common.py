@@ -47,6 +47,21 @@ def val_size(text: str) -> int | str:
     return value if isinstance(value, int) else text.strip().replace(" ", "")
 
 
+THREADS_HELP = ("CPU threads (default: OMP_NUM_THREADS when set, else the cores that other programs leave "
+                "free, at least 1: on a busy machine fewer threads are faster)")
+
+
+def add_threads(parser) -> None:
+    """--threads N for a command that runs a model (evaluate, predict, ...)."""
+    parser.add_argument("--threads", type=positive_int, metavar="N", help=THREADS_HELP)
+
+
+def threads_for(args):
+    """The context a command runs its model in: --threads N, else the default count, chosen now."""
+    from ..training.threads import choose, using  # noqa: PLC0415 - the CLI imports the library lazily
+    return using(choose(getattr(args, "threads", None))["threads"])
+
+
 TTA_MODES = ("none", "flip", "flip-shift")  # as cnnlab.analysis.evaluate.TTA_MODES, without importing torch
 TTA_HELP = ("test-time augmentation: none, flip (average with the mirror image) or flip-shift "
             "(also the images shifted by one pixel); --tta alone means flip (default: the run's recipe's, "

@@ -5,13 +5,14 @@ import warnings
 from pathlib import Path
 
 from ..errors import CnnlabWarning
-from .common import add_tta, data_help
+from .common import add_threads, add_tta, data_help, threads_for
 
 
 def cmd_evaluate(args) -> int:
     from ..report.evaluation import FIGURES, draw, summarize, write_eval
     from ..runs import evaluate_run
-    out = evaluate_run(args.run_dir, args.data, args.device, args.tta)
+    with threads_for(args):
+        out = evaluate_run(args.run_dir, args.data, args.device, args.tta)
     if not out["same_data"]:
         warnings.warn("this data differs from the data the run was trained on (fingerprint)", CnnlabWarning)
     if not (Path(args.run_dir) / "model.safetensors").is_file():  # an unfinished run: say which weights
@@ -51,5 +52,6 @@ def register(sub, parents) -> None:
                    help=data_help("the data the run was trained on, as saved in its config.json"))
     e.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     add_tta(e)
+    add_threads(e)
     e.add_argument("--no-save", action="store_true", help="print only; write no files into the run folder")
     e.set_defaults(func=cmd_evaluate)

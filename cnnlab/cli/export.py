@@ -4,12 +4,13 @@ from __future__ import annotations
 import warnings
 
 from ..errors import CnnlabWarning
-from .common import data_help
+from .common import add_threads, data_help, threads_for
 
 
 def cmd_export(args) -> int:
     from ..runs.export import export_run
-    r = export_run(args.run_dir, args.out, args.format, args.data, args.check_all)
+    with threads_for(args):
+        r = export_run(args.run_dir, args.out, args.format, args.data, args.check_all)
     if r["check_on"] == "random":
         warnings.warn(f"{r['note']}: checking on {r['images']} random images instead", CnnlabWarning)
     ties = f" ({r['ties']} near-ties)" if r["ties"] else ""
@@ -35,4 +36,5 @@ def register(sub, parents) -> None:
     e.add_argument("--data", metavar="PATH", help=data_help("the data the run was trained on, as saved in its config.json"))
     e.add_argument("--check-all", action="store_true",
                    help="check on every test image instead of 256 spread over the test split")
+    add_threads(e)
     e.set_defaults(func=cmd_export)

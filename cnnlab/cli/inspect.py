@@ -3,16 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import non_negative_int, positive_int
+from .common import add_threads, non_negative_int, positive_int, threads_for
 
 
 def cmd_inspect(args) -> int:
     from ..runs.inspect import inspect_run
     out = Path(args.out) if args.out else Path(args.run_dir) / "inspect"
-    result = inspect_run(args.run_dir, args.images or None, args.layers, args.target, out,
-                         filters_of=args.filters or (), n_right=args.right, n_wrong=args.wrong,
-                         max_channels=args.max_channels, attribution=not args.no_attribution,
-                         device=args.device, data_path=args.data)
+    with threads_for(args):
+        result = inspect_run(args.run_dir, args.images or None, args.layers, args.target, out,
+                             filters_of=args.filters or (), n_right=args.right, n_wrong=args.wrong,
+                             max_channels=args.max_channels, attribution=not args.no_attribution,
+                             device=args.device, data_path=args.data)
     for item in result.images:
         truth = f" (true: {item.label})" if item.label is not None else ""
         print(f"{item.name}{truth}: " + ", ".join(f"{c} {100 * p:.1f} %" for c, p in item.top[:3]))
@@ -53,4 +54,5 @@ def register(sub, parents) -> None:
     p.add_argument("--no-attribution", action="store_true", help="skip Grad-CAM and integrated gradients")
     p.add_argument("--data", metavar="PATH", help="the run's dataset, when it has moved (default: where the run found it)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    add_threads(p)
     p.set_defaults(func=cmd_inspect)

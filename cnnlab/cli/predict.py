@@ -5,21 +5,22 @@ import json
 import warnings
 
 from ..errors import CnnlabError, CnnlabWarning
-from .common import add_tta, positive_int
+from .common import add_threads, add_tta, positive_int, threads_for
 
 
 def cmd_predict(args) -> int:
     from ..runs.predict import predict, record
     read, results = 0, []
-    for item in predict(args.run_dir, args.inputs, args.top_k, args.tta, args.device, args.batch_size):
-        if item.error is not None:
-            warnings.warn(f"skipped {item.path}: {item.error}", CnnlabWarning)
-            continue
-        read += 1
-        if args.json:
-            results.append(record(item))
-        else:
-            print(f"{item.path}: " + ", ".join(f"{c} {100 * p:.1f} %" for c, p in item.top), flush=True)
+    with threads_for(args):
+        for item in predict(args.run_dir, args.inputs, args.top_k, args.tta, args.device, args.batch_size):
+            if item.error is not None:
+                warnings.warn(f"skipped {item.path}: {item.error}", CnnlabWarning)
+                continue
+            read += 1
+            if args.json:
+                results.append(record(item))
+            else:
+                print(f"{item.path}: " + ", ".join(f"{c} {100 * p:.1f} %" for c, p in item.top), flush=True)
     if args.json:
         print(json.dumps(results, indent=2))
     if read == 0:
@@ -43,6 +44,7 @@ def register(sub, parents) -> None:
     p.add_argument("--json", action="store_true",
                    help='print a JSON list of {"path", "top": [{"class", "prob"}, ...]} (best first)')
     add_tta(p)  # as evaluate's: --tta flip, or --tta alone after the images
+    add_threads(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images decoded and predicted at once (default: 256)")
     p.set_defaults(func=cmd_predict)

@@ -1,10 +1,13 @@
 """cnnlab report: one self-contained HTML page about one run, or comparing several."""
 from __future__ import annotations
 
+from .common import add_threads, threads_for
+
 
 def cmd_report(args) -> int:
     from ..report import build_report
-    out = build_report(args.run_dirs, args.out, args.data, args.device)
+    with threads_for(args):
+        out = build_report(args.run_dirs, args.out, args.data, args.device)
     print(f"Report written to {out}")
     return 0
 
@@ -23,4 +26,5 @@ def register(sub, parents) -> None:
     r.add_argument("--data", metavar="PATH", help="the runs' dataset, when it has moved (default: where "
                    "each run found it)")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda, for evaluations computed here (default: auto)")
+    add_threads(r)
     r.set_defaults(func=cmd_report)

@@ -7,14 +7,14 @@ import warnings
 
 from ..errors import CnnlabError, CnnlabWarning
 from ..text import plural
-from .common import DATA_HELP, positive_float, positive_int, say, val_size
+from .common import DATA_HELP, THREADS_HELP, positive_float, positive_int, say, val_size
 
 # Flags that set one recipe field (dotted key) and flags of the run itself.
 RECIPE_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "optimizer.lr",
                 "val_size": "val_size", "image_size": "image_size", "resize": "resize", "keep": "keep",
                 "patience": "patience"}
 RUN_FLAGS = ["seed", "device", "data", "max_steps", "eval_batch_size", "channels_last", "compile", "precision",
-             "strict", "tensorboard"]
+             "strict", "tensorboard", "threads"]
 
 
 def overrides(args) -> dict:
@@ -121,7 +121,7 @@ def _launch(args, given: dict) -> int:
     pick_backend(args.dist_backend or "auto", device)
     if device.type == "cpu":
         check_cores(args.nproc, usable_cores())
-    return launch(args.nproc, argv, run_dir)
+    return launch(args.nproc, argv, run_dir, args.threads)
 
 
 # More CPU processes than this many per core only wait on each other (and on the machine's other users).
@@ -218,6 +218,8 @@ def register(sub, parents) -> None:
                    help="train in N processes on this machine (DDP: gloo on the CPU, nccl with one GPU each), "
                    "started by torch's launcher, the same as 'torchrun --standalone --nproc-per-node N -m "
                    "cnnlab train ...'; the batch size stays the whole step's (default: 1 process)")
+    t.add_argument("--threads", type=positive_int, metavar="N", help=THREADS_HELP + "; with --nproc, per process; "
+                   "recorded in config.json, and --resume keeps the run's count unless --threads is given")
     t.add_argument("--dist-backend", choices=["auto", "gloo", "nccl"],
                    help="several processes: how they exchange gradients; auto is nccl on CUDA, gloo on the CPU")
     t.add_argument("--max-steps", type=positive_int,

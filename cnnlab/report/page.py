@@ -193,7 +193,7 @@ def run_section(run: dict, anchor: str, heading: str) -> str:
     machine = config.get("machine") or {}
     out += ["<h3>Machine, versions and times</h3>", kv(
         [("device", config.get("device", "-")), ("precision", config.get("precision", "-")),
-         ("threads", config.get("threads", "-"))]
+         ("threads", config.get("threads", "-")), ("threads from", config.get("threads_from", "-"))]
         + [(k, v) for k, v in machine.items() if v is not None]
         + [(f"{k} version", v) for k, v in (config.get("versions") or {}).items()]
         + [("training time", fmt(run["metrics"].get("train_seconds"), 1, " s")),

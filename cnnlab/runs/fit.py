@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from ..training import arithmetic, distributed
+from ..training import arithmetic, distributed, threads
 from .. import checkpoints, files
 from ..data import dataset as data_mod, decode
 from ..network import models
@@ -35,11 +35,6 @@ from .settings import RESUME_MAY_CHANGE, refuse_changes  # noqa: F401 - also imp
 from . import checks, stopping
 from .checks import check_data_bounds
 from .signals import Interrupted, StopSignals
-
-
-def _model_and_data(cfg: TrainConfig, data, device, model=None):
-    """The run's model, initialized from its seed, and its data split onto the device."""
-    return build_model(cfg, data, model), prepare(data, cfg, device)
 
 
 DATA_INIT_IMAGES = 5000
@@ -67,6 +62,7 @@ def quiet(line: str) -> None:
     """The log of ranks other than 0 in a run of several processes: rank 0 says it once."""
 
 
+@threads.restored  # the run sets its own CPU threads; the caller's count comes back after
 def run_train(cfg: TrainConfig, log: Callable[[str], None] = say, *, data: data_mod.ImageData | None = None,
               model=None, progress: bool | None = None,
               epoch_end: Callable[[Path, dict], bool | None] | None = None) -> dict:
@@ -103,16 +99,17 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say, *, data: data_
         where = str(Path(cfg.data).expanduser().resolve()) if cfg.data is not None else data.source
         model = build_model(cfg, data, model)
         check_data_bounds(cfg, data, model)
+        cpu = threads.take(cfg.threads, distributed.local_world())
         cfg = replace(cfg, out=str(out), data=where)
         # Said before the data statistics and the first epoch, so a log shows life at once.
         recipe = "" if cfg.recipe == "seed" else f"recipe {cfg.recipe}: "
         log(f"{recipe}Training {cfg.model} ({models.count_params(model):,} parameters) on {plural(n_train, 'image')} "
             f"{'from ' + data.source if data.source else 'given from Python'} ({n_val} to validate, "
             f"{len(data.test_y)} to test), {device}, "
-            f"{resolve_precision(cfg, device)}; run folder {out}")
+            f"{resolve_precision(cfg, device)}, {plural(cpu['threads'], 'thread')}; run folder {out}")
         d = prepare(data, cfg, device)
         _data_init(model, d)
-        config = {**describe(cfg, data, d, device, model), "distributed": distributed.record()}
+        config = {**describe(cfg, data, d, device, model, cpu), "distributed": distributed.record()}
         if (custom := custom_record(given_model)) is not None:
             config["custom_model"] = custom
         if main:
@@ -126,6 +123,7 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say, *, data: data_
             return _fit(out, cfg, config, model, d, TrainState(), None, log, progress=progress, epoch_end=epoch_end)
 
 
+@threads.restored
 def resume_train(run_dir, overrides: dict | None = None, log: Callable[[str], None] = say, *,
                  data: data_mod.ImageData | None = None, model=None, progress: bool | None = None,
                  epoch_end: Callable[[Path, dict], bool | None] | None = None) -> dict:
@@ -157,7 +155,7 @@ def saved_arithmetic(config: dict) -> dict:
 
 def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], None], *, data=None, model=None,
             progress: bool | None = None, epoch_end=None) -> dict:
-    precision = overrides.pop("precision", None)
+    precision, threads_given = overrides.pop("precision", None), overrides.pop("threads", None)
     if model is None and config.get("custom_model"):
         raise CnnlabError(needs_model(run_dir, config, "resume"))
     extend = stopping.extension(config, overrides.pop("epochs", None))
@@ -200,7 +198,8 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
                   "data": {**config["data"], "source": data.source}}
         if distributed.is_main():
             write_json(run_dir / "config.json", config)
-    model, d = _model_and_data(cfg, data, device, model)
+    config, note = threads.take_recorded(config, threads_given, ckpt["state"] if ckpt else None, log)
+    model, d = build_model(cfg, data, model), prepare(data, cfg, device)  # the model initialized from its seed
     state, opt_state, avg_state, sel_state = TrainState(), None, None, None
     if ckpt is not None:
         load_into("model_state", run_dir / "checkpoint.pt", lambda: model.load_state_dict(ckpt["model_state"]))
@@ -219,8 +218,8 @@ def _resume(run_dir: Path, config: dict, overrides: dict, log: Callable[[str], N
         config = {**config, "arithmetic": arith, "precision": arith["precision"], "arithmetic_changes": changes}
         if distributed.is_main():
             write_json(run_dir / "config.json", config)
-    if (changed := distributed.record_change(config, state.epoch, state.step)) is not None:
-        config = changed
+    if (changed := distributed.record_change(config, state.epoch, state.step)) is not None or note is not None:
+        config = changed or config
         if distributed.is_main():
             write_json(run_dir / "config.json", config)
     procs = f", {distributed.world()} processes" if distributed.world() > 1 else ""

@@ -161,15 +161,16 @@ def write_json(path: Path, obj) -> None:
     checkpoints.atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
-def describe(cfg: TrainConfig, data, d, device, model) -> dict:
-    """config.json: the resolved configuration and what the run was trained on."""
+def describe(cfg: TrainConfig, data, d, device, model, threads: dict | None = None) -> dict:
+    """config.json: the resolved configuration and what the run was trained on. threads: the
+    run's CPU threads and how they were chosen (cnnlab.training.threads.choose)."""
     info = {"source": data.source, "kind": data.kind, "fingerprint": data.fingerprint, "classes": data.classes,
             "image_size": data.train_x.shape[-1], "resize": cfg.resize, "mean": d.mean, "std": d.std,
             "train": len(d.train_y), "val": len(d.val_y), "test": len(d.test_y)}
     arith = arithmetic.resolve(cfg.precision, uses_channels_last(cfg), device)
     return {"config": cfg.to_dict(), "data": info, "device": str(device),
-            "precision": arith["precision"], "arithmetic": arith, "threads": torch.get_num_threads(),
-            "params": models.count_params(model),
+            "precision": arith["precision"], "arithmetic": arith,
+            **(threads or {"threads": torch.get_num_threads()}), "params": models.count_params(model),
             "versions": versions(), "machine": machine(), "command": " ".join(sys.argv)}
 
 

@@ -8,8 +8,8 @@ A resumed run keeps its recipe: refuse_changes says in one line which setting gi
 differs (only RESUME_MAY_CHANGE may).
 
 Settings are the command line's flag names (epochs, batch_size, lr, val_size, model, seed,
-device, data, max_steps, eval_batch_size, channels_last, compile, precision, strict, tensorboard)
-and every recipe key, dotted ("augment.flip") or as nested dicts (augment={"flip": "random"}).
+device, data, max_steps, eval_batch_size, channels_last, compile, precision, strict, tensorboard,
+threads) and every recipe key, dotted ("augment.flip") or as nested dicts (augment={"flip": "random"}).
 They go onto the recipe (a shipped name or a .toml file) and are checked as one: a wrong one
 raises SettingsError (a CnnlabError and a ValueError) with the command line's own one line.
 """
@@ -86,11 +86,12 @@ def _text(value) -> str:
 
 # Settings of the run itself, not of its recipe: they leave the recipe's description as it is.
 RUN_KEYS = {"seed", "device", "data", "max_steps", "eval_batch_size", "channels_last", "compile", "precision",
-            "strict", "tensorboard", "out"}
+            "strict", "tensorboard", "threads", "out"}
 
-# Flags that a resumed run may change: where it runs and where its (identical) data lives, and
-# where it logs. --precision may be given too: it switches the run's arithmetic, and config.json records it.
-RESUME_MAY_CHANGE = {"device", "data", "out", "strict", "tensorboard"}
+# Flags that a resumed run may change: where it runs and where its (identical) data lives, where it
+# logs, and its CPU threads (recorded). --precision may be given too: it switches the run's
+# arithmetic, and config.json records it.
+RESUME_MAY_CHANGE = {"device", "data", "out", "strict", "tensorboard", "threads"}
 
 
 def get_dotted(obj, key: str):

@@ -80,12 +80,9 @@ def pick_backend(name: str, device: torch.device) -> str:
     return name
 
 
-def threads(local_world: int) -> int:
-    """CPU threads per process: OMP_NUM_THREADS when set, else this machine's cores shared out."""
-    if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, local_world))
+def local_world() -> int:
+    """How many processes of the run share this machine (1 outside torchrun)."""
+    return _env_int("LOCAL_WORLD_SIZE", 1) if launched() else 1
 
 
 def local_device(device: torch.device) -> torch.device:
@@ -103,14 +100,13 @@ def local_device(device: torch.device) -> torch.device:
 def session(device: torch.device, backend: str = "auto"):
     """Join torchrun's process group for the duration (no-op outside torchrun); always leave it.
 
-    Sets this process's CPU threads (threads()) and, on ranks other than 0, silences warnings:
-    rank 0 says them once.
+    On ranks other than 0 it silences warnings: rank 0 says them once. (Each process's CPU
+    threads are the run's own: cnnlab.training.threads.)
     """
     backend = pick_backend(backend, device)
     if not launched():
         yield
         return
-    torch.set_num_threads(threads(_env_int("LOCAL_WORLD_SIZE", 1)))
     kwargs = {}
     if backend == "nccl":
         dev = local_device(device)

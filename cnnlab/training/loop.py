@@ -48,6 +48,7 @@ class TrainConfig(Recipe):
     precision: str = "auto"  # auto | fp32 | bf16: auto is bf16 where native (CUDA, AMX, AVX512-BF16)
     strict: bool = False  # unreadable image files: error (True) or skip with a warning (False)
     tensorboard: bool = False  # also log history's scalars to <run>/tensorboard (optional extra)
+    threads: int | None = field(default=None, metadata={"min": 1})  # CPU threads; None: cnnlab.training.threads
 
     def validate(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
