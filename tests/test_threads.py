@@ -113,6 +113,9 @@ def test_a_count_above_the_cores_is_a_warning(monkeypatch):
         assert threads.choose(3)["threads"] == 3
     with pytest.warns(CnnlabWarning, match="2 threads in each of 2 processes"):
         threads.choose(2, local_world=2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    with pytest.warns(CnnlabWarning, match=r"^OMP_NUM_THREADS=4 runs 4 threads"):
+        threads.choose(None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         threads.choose(2)

@@ -107,7 +107,8 @@ def choose(given: int | None, local_world: int = 1) -> dict:
     else:
         count, load = default(local_world)
         record = {"threads": count, "threads_from": "default", "threads_load": load}
-    warn_if_oversubscribed(record["threads"], local_world)
+    if record["threads_from"] != "default":
+        warn_if_oversubscribed(record["threads"], local_world, record["threads_from"])
     return record
 
 
@@ -118,12 +119,14 @@ def check(n) -> int:
     return n
 
 
-def warn_if_oversubscribed(n: int, local_world: int = 1) -> None:
+def warn_if_oversubscribed(n: int, local_world: int = 1, source: str = "flag") -> None:
+    """A warning when n threads in each of local_world processes are more than the cores."""
     total, procs = cores(), max(1, local_world)
     if n * procs > total:
+        setting = f"--threads {n}" if source == "flag" else f"{source}={n}"
         who = f"{n} threads" if procs == 1 else f"{n} threads in each of {procs} processes"
-        warnings.warn(f"--threads {n} runs {who} on this machine's {plural(total, 'CPU core')}: they share "
-                      f"the cores and train slower than --threads {max(1, total // procs)} would", CnnlabWarning,
+        warnings.warn(f"{setting} runs {who} on this machine's {plural(total, 'CPU core')}: they share the "
+                      f"cores and train slower than --threads {max(1, total // procs)} would", CnnlabWarning,
                       stacklevel=3)
 
 
