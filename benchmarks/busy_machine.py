@@ -1,7 +1,7 @@
 """Seconds per epoch of the report's recipe by CPU thread count, on an idle machine and beside another program.
 
     python benchmarks/busy_machine.py [--data PATH] [--max-steps 150] [--epochs 1]
-                                      [--cases threads-1,threads-2,threads-2-spin,default,default-spin,nproc-2]
+                                      [--cases threads-1,threads-2,threads-2-spin,default,nproc-2]
                                       [--competitor python|torch] [--loads idle,busy] [--repeats 1]
 
 Each case is a whole `cnnlab train --epochs 1 --max-steps S` process of the seed recipe (fp32 on a
@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CASES = ("threads-1", "threads-2", "threads-2-spin", "default", "default-spin", "nproc-2")
+CASES = ("threads-1", "threads-2", "threads-2-spin", "default", "nproc-2")
 # How OpenMP's threads wait at a barrier: the cnnlab command's own choice (PASSIVE, unless the
 # user set one), PASSIVE or ACTIVE (spin until work comes), or spin: GNU OpenMP's own default,
 # 300,000 spins before sleeping (what the command did before it chose).

@@ -76,15 +76,13 @@ def _reader_gone() -> int:
     return 0
 
 
-# The user's own choice of how OpenMP's threads wait, left as it is.
-WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-
-
 def tune_openmp() -> None:
     """OpenMP's threads in this process (and the ones it starts) sleep at a barrier at once instead
     of spinning first, unless the user chose: a spinning thread takes the core from the one it waits
-    for whenever another program shares the machine (docs/speed.md, "Threads and a busy machine").
-    The runtime reads it once, when torch loads it: a process that imported torch keeps its own."""
+    for whenever another program shares the machine, and two threads beside a busy program trained
+    several times slower than one (docs/speed.md, "Threads and a busy machine"). The runtime reads
+    it once, when torch loads it: a process that imported torch keeps its own."""
+    from ..training.threads import WAIT_SETTINGS  # the user's own choice of how they wait, left as it is
     if "torch" not in sys.modules and not any(k in os.environ for k in WAIT_SETTINGS):
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 

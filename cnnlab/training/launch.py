@@ -40,12 +40,11 @@ def launch(nproc: int, argv: list[str], resume_dir: str | None = None, threads_g
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    # torchrun sets OMP_NUM_THREADS=1 when it is unset; cnnlab shares the free cores out instead,
-    # chosen here once, before the workers' own start keeps the cores busy.
+    # torchrun sets OMP_NUM_THREADS=1 when it is unset; cnnlab shares the cores out instead.
     if threads_given is not None:
         os.environ["OMP_NUM_THREADS"] = str(threads_given)
     elif not os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
-        os.environ["OMP_NUM_THREADS"] = str(threads.default(nproc)[0])
+        os.environ["OMP_NUM_THREADS"] = str(threads.default(nproc))
         os.environ[threads.CHOSEN_ENV] = "default"
     for name in list(logging.root.manager.loggerDict):  # each sets its own level (LOGLEVEL)
         if name.startswith("torch.distributed"):

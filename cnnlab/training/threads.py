@@ -1,16 +1,17 @@
-"""CPU threads of a run: how many (--threads, OMP_NUM_THREADS, or this machine's free cores), and why.
+"""CPU threads of a run: how many (--threads, OMP_NUM_THREADS, or this machine's cores), and why.
 
-    record = choose(None)             # {"threads": 2, "threads_from": "default", "threads_load": {...}}
+    record = choose(None)             # {"threads": 2, "threads_from": "default"}
     with using(record["threads"]):    # torch's threads for the run, the caller's count again after
         ...
 
-The default counts the cores that other programs leave free: while this process sleeps for
-WINDOW_S, /proc/stat says how much CPU time the machine's other processes used (niced ones
-too), and the run takes the cores left, at least one. A thread that shares its core with another
-program stalls the run's other threads at every parallel step's barrier, so on a busy machine
-fewer threads train faster, niced neighbours or not (docs/speed.md, "Threads and a busy machine").
-The count is recorded in config.json: `--threads N` repeats a run exactly (results are bitwise
-repeatable for one thread count).
+The default is the cores this process may use, shared out between the machine's processes of
+the run: never the machine's load, since the count changes a run's last bits and the same
+command should give the same weights on a machine however busy it is. What makes that default
+hold up beside other programs is how the threads wait: the cnnlab command lets them sleep at a
+barrier (OMP_WAIT_POLICY=PASSIVE, cnnlab.cli.tune_openmp). A process that loaded torch before,
+a notebook, keeps OpenMP's spinning; there, when other programs keep cores busy, the run says in
+a warning that one thread would train faster (docs/speed.md, "Threads and a busy machine").
+The count is recorded in config.json: `--threads N` repeats a run exactly.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from ..text import plural
 # so their last bits differ (docs/speed.md says which operations).
 COUNTS_CHANGE_RESULTS = True
 WINDOW_S = 0.1  # 10 clock ticks per core: enough to tell a busy core from a free one
+WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # how OpenMP's threads wait, read when torch loads it
 # Set by `cnnlab train --nproc` beside the OMP_NUM_THREADS it chose: the workers' count is the default.
 CHOSEN_ENV = "CNNLAB_THREADS_CHOSEN"
 
@@ -80,14 +82,29 @@ def busy_elsewhere(window_s: float = WINDOW_S) -> float | None:
     return max(0.0, busy_s / wall_s)
 
 
-def default(local_world: int = 1) -> tuple[int, dict]:
-    """The default count per process and the load it was chosen from: the cores that other
-    programs leave free (at least one), shared out between this machine's local_world processes."""
-    total = cores()
+def default(local_world: int = 1) -> int:
+    """The default count per process: the cores, shared out between this machine's local_world processes."""
+    return max(1, cores() // max(1, local_world))
+
+
+def spinning() -> bool:
+    """Whether this process's OpenMP threads spin while they wait (GNU OpenMP's default), as far
+    as the environment says: no OMP_WAIT_POLICY=PASSIVE and no GOMP_SPINCOUNT=0."""
+    return (os.environ.get("OMP_WAIT_POLICY", "").strip().lower() != "passive"
+            and os.environ.get("GOMP_SPINCOUNT", "").strip() != "0")
+
+
+def warn_if_spinning_beside_others(n: int) -> None:
+    """A warning when n > 1 spinning threads start beside programs that keep cores busy (a
+    notebook on a busy machine): there one thread trains several times faster."""
+    if n < 2 or not spinning():
+        return
     busy = busy_elsewhere()
-    free = total if busy is None else max(1, min(total, round(total - busy)))
-    load = {"cores": total, "busy_elsewhere": None if busy is None else round(busy, 2)}
-    return max(1, free // max(1, local_world)), load
+    if busy is not None and busy >= 0.5:
+        warnings.warn(f"other programs keep {busy:.1f} of this machine's {plural(cores(), 'CPU core')} busy, and "
+                      f"this process's {n} threads spin while they wait for each other (torch was loaded without "
+                      f"OMP_WAIT_POLICY=PASSIVE): threads=1 (--threads 1) trains several times faster here, or "
+                      f"start Python with OMP_WAIT_POLICY=PASSIVE", CnnlabWarning, stacklevel=3)
 
 
 def _env_count() -> int | None:
@@ -97,7 +114,8 @@ def _env_count() -> int | None:
 
 def choose(given: int | None, local_world: int = 1) -> dict:
     """This run's count and where it came from, as config.json records it: given (--threads or
-    threads=), else OMP_NUM_THREADS, else default(). A count above the cores is said in a warning."""
+    threads=), else OMP_NUM_THREADS, else default(). A count above the cores is said in a warning,
+    and so are spinning threads beside busy cores."""
     if given is not None:
         record = {"threads": check(given), "threads_from": "flag"}
     elif _env_count() is not None and os.environ.get(CHOSEN_ENV) != "default":
@@ -105,10 +123,10 @@ def choose(given: int | None, local_world: int = 1) -> dict:
     elif _env_count() is not None:  # --nproc's launcher chose it for every process
         record = {"threads": _env_count(), "threads_from": "default"}
     else:
-        count, load = default(local_world)
-        record = {"threads": count, "threads_from": "default", "threads_load": load}
+        record = {"threads": default(local_world), "threads_from": "default"}
     if record["threads_from"] != "default":
         warn_if_oversubscribed(record["threads"], local_world, record["threads_from"])
+    warn_if_spinning_beside_others(record["threads"])
     return record
 
 
