@@ -192,7 +192,7 @@ def resume(path: str | Path, *, data: Any = None, model: Any = None, progress: b
            on_epoch_end: EpochCallback | None = None, **settings: Any) -> Run | Group:
     """Continue an interrupted run (or group) exactly where it stopped; returns it finished.
 
-    settings: device, data, precision may change, others must equal the run's (as
+    settings: device, data, precision, threads may change, others must equal the run's (as
     `cnnlab train --resume`). data, model: give them again for a run trained on images or a
     model from Python.
 

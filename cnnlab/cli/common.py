@@ -47,8 +47,8 @@ def val_size(text: str) -> int | str:
     return value if isinstance(value, int) else text.strip().replace(" ", "")
 
 
-THREADS_HELP = ("CPU threads (default: OMP_NUM_THREADS when set, else the cores that other programs leave "
-                "free, at least 1: on a busy machine fewer threads are faster)")
+THREADS_HELP = ("CPU threads (default: OMP_NUM_THREADS when set, else one per core; they sleep while they wait "
+                "for each other, so they hold up beside other programs)")
 
 
 def add_threads(parser) -> None:
@@ -57,7 +57,7 @@ def add_threads(parser) -> None:
 
 
 def threads_for(args):
-    """The context a command runs its model in: --threads N, else the default count, chosen now."""
+    """The context a command runs its model in: --threads N, else the default count."""
     from ..training.threads import choose, using  # noqa: PLC0415 - the CLI imports the library lazily
     return using(choose(getattr(args, "threads", None))["threads"])
 
