@@ -212,3 +212,20 @@ def test_a_process_that_loaded_torch_keeps_its_openmp_settings(monkeypatch, caps
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     assert main(["models"]) == 0
     assert "OMP_WAIT_POLICY" not in os.environ  # too late to matter here: nothing is changed
+
+
+def test_evaluate_runs_at_the_given_count_and_the_report_shows_the_runs(runs, tmp_path, capsys, monkeypatch):
+    from cnnlab.runs import saved
+    seen, real = [], saved.predict_logits
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+    monkeypatch.setattr(saved, "predict_logits", spy)
+    before = torch.get_num_threads()
+    run = cnnlab.load_run(runs[2, "a"][1]["config"]["out"])
+    assert main(["evaluate", str(run.path), "--threads", "1", "--no-save"]) == 0
+    assert seen == [1] and torch.get_num_threads() == before
+    assert f"Test Accuracy: {run.metrics['test_acc']:.3f} %" in capsys.readouterr().out
+    page = run.report(tmp_path / "r.html").read_text()
+    assert "<dt>threads</dt><dd>2</dd><dt>threads from</dt><dd>flag</dd>" in page
