@@ -32,6 +32,7 @@ def bitwise_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # four training runs on real images (the fixture)
 @pytest.mark.parametrize("n", [1, 2])
 def test_runs_at_one_thread_count_give_bitwise_equal_weights(runs, n):
     (wa, ca), (wb, cb) = runs[n, "a"], runs[n, "b"]
@@ -39,6 +40,7 @@ def test_runs_at_one_thread_count_give_bitwise_equal_weights(runs, n):
     assert ca["threads"] == cb["threads"] == n and ca["threads_from"] == "flag" and ca["config"]["threads"] == n
 
 
+@pytest.mark.slow  # four training runs on real images (the fixture)
 def test_one_and_two_threads_differ_as_documented(runs):
     """fp32 on the CPU: the convolutions' backward sums are split by thread (docs/speed.md), so the
     weights differ in their last bits; COUNTS_CHANGE_RESULTS says so, and --resume warns on it."""
@@ -144,7 +146,7 @@ def test_where_the_count_comes_from(monkeypatch):
                                                ({"OMP_WAIT_POLICY": "ACTIVE"}, 0.9, True)])
 def test_spinning_threads_beside_busy_cores_are_told_to_use_one(monkeypatch, env, busy, warned):
     """A notebook loaded torch with OpenMP's spinning wait: beside a busy program, 2 threads train
-    several times slower than 1, which the run says (its count stays the default: the same bits)."""
+    several times slower than 1, which cnnlab.train says (its count stays the default: the same bits)."""
     monkeypatch.setattr(threads, "cores", lambda: 2)
     looked = []
     monkeypatch.setattr(threads, "busy_elsewhere", lambda window_s=0: looked.append(1) or busy)
@@ -154,8 +156,9 @@ def test_spinning_threads_beside_busy_cores_are_told_to_use_one(monkeypatch, env
         monkeypatch.setenv(name, value)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert threads.choose(None) == {"threads": 2, "threads_from": "default"}
-        threads.choose(1)  # one thread waits for no other
+        assert threads.choose(None) == {"threads": 2, "threads_from": "default"}  # the count is not the load's
+        threads.warn_if_spinning_beside_others(None)
+        threads.warn_if_spinning_beside_others(1)  # one thread waits for no other
     said = [str(w.message) for w in caught if issubclass(w.category, CnnlabWarning)]
     assert said == ([f"other programs keep {busy:.1f} of this machine's 2 CPU cores busy, and this process's 2 "
                      f"threads spin while they wait for each other (torch was loaded without "
@@ -214,6 +217,7 @@ def test_a_process_that_loaded_torch_keeps_its_openmp_settings(monkeypatch, caps
     assert "OMP_WAIT_POLICY" not in os.environ  # too late to matter here: nothing is changed
 
 
+@pytest.mark.slow  # four training runs (the fixture), then evaluate and a report
 def test_evaluate_runs_at_the_given_count_and_the_report_shows_the_runs(runs, tmp_path, capsys, monkeypatch):
     from cnnlab.runs import saved
     seen, real = [], saved.predict_logits

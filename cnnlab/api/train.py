@@ -97,10 +97,12 @@ def train(recipe: str = "seed", *, data: Any = None, model: Any = None, out: str
     >>> print(run.metrics["test_acc"]); run.plot()            # doctest: +SKIP
     """
     from ..runs.fit import run_train, say
+    from ..training.threads import warn_if_spinning_beside_others
     settings = dict(settings)
     custom = _model_setting(model, settings)
     memory = _data_setting(data, classes, settings)
     cfg = _config(recipe, {**settings, "seed": seed}, out, custom)
+    warn_if_spinning_beside_others(cfg.threads)  # a notebook's torch spins at barriers: on a busy machine, say so
     metrics = run_train(cfg, say, data=memory, model=custom, progress=progress,
                         epoch_end=_callback(on_epoch_end, custom, memory))
     return Run(metrics["out"], model=custom, data=memory)
@@ -184,6 +186,8 @@ def train_seeds(recipe: str = "seed", *, seeds: Iterable[int] = range(5), data: 
     memory = _data_setting(data, classes, settings)
     seeds = [int(s) for s in seeds]
     cfg = _config(recipe, settings, out, custom)
+    from ..training.threads import warn_if_spinning_beside_others
+    warn_if_spinning_beside_others(cfg.threads)
     group = run_group(cfg, seeds, say, data=memory, model=custom, progress=progress)
     return Group(group["config"]["out"], model=custom, data=memory)  # the folder it made
 

@@ -9,8 +9,8 @@ the run: never the machine's load, since the count changes a run's last bits and
 command should give the same weights on a machine however busy it is. What makes that default
 hold up beside other programs is how the threads wait: the cnnlab command lets them sleep at a
 barrier (OMP_WAIT_POLICY=PASSIVE, cnnlab.cli.tune_openmp). A process that loaded torch before,
-a notebook, keeps OpenMP's spinning; there, when other programs keep cores busy, the run says in
-a warning that one thread would train faster (docs/speed.md, "Threads and a busy machine").
+a notebook, keeps OpenMP's spinning; there, when other programs keep cores busy, cnnlab.train says
+in a warning that one thread would train faster (docs/speed.md, "Threads and a busy machine").
 The count is recorded in config.json: `--threads N` repeats a run exactly.
 """
 from __future__ import annotations
@@ -94,10 +94,13 @@ def spinning() -> bool:
             and os.environ.get("GOMP_SPINCOUNT", "").strip() != "0")
 
 
-def warn_if_spinning_beside_others(n: int) -> None:
-    """A warning when n > 1 spinning threads start beside programs that keep cores busy (a
-    notebook on a busy machine): there one thread trains several times faster."""
-    if n < 2 or not spinning():
+def warn_if_spinning_beside_others(given: int | None) -> None:
+    """For a run started from Python (a notebook, where torch was loaded with OpenMP's spinning
+    wait): a warning when its count (given, else as choose() would take it) is more than one and
+    other programs keep cores busy, since there one thread trains several times faster. The
+    command line's own process waits passively (cnnlab.cli.tune_openmp) and never asks."""
+    n = given if given is not None else _env_count() or default()
+    if not isinstance(n, int) or n < 2 or not spinning():
         return
     busy = busy_elsewhere()
     if busy is not None and busy >= 0.5:
@@ -114,8 +117,7 @@ def _env_count() -> int | None:
 
 def choose(given: int | None, local_world: int = 1) -> dict:
     """This run's count and where it came from, as config.json records it: given (--threads or
-    threads=), else OMP_NUM_THREADS, else default(). A count above the cores is said in a warning,
-    and so are spinning threads beside busy cores."""
+    threads=), else OMP_NUM_THREADS, else default(). A count above the cores is said in a warning."""
     if given is not None:
         record = {"threads": check(given), "threads_from": "flag"}
     elif _env_count() is not None and os.environ.get(CHOSEN_ENV) != "default":
@@ -126,7 +128,6 @@ def choose(given: int | None, local_world: int = 1) -> dict:
         record = {"threads": default(local_world), "threads_from": "default"}
     if record["threads_from"] != "default":
         warn_if_oversubscribed(record["threads"], local_world, record["threads_from"])
-    warn_if_spinning_beside_others(record["threads"])
     return record
 
 
