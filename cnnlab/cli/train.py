@@ -121,7 +121,7 @@ def _launch(args, given: dict) -> int:
     pick_backend(args.dist_backend or "auto", device)
     if device.type == "cpu":
         check_cores(args.nproc, usable_cores())
-    return launch(args.nproc, argv, run_dir, args.threads)
+    return launch(args.nproc, argv, run_dir)
 
 
 # More CPU processes than this many per core only wait on each other (and on the machine's other users).

@@ -31,19 +31,17 @@ def strip_flag(argv: list[str], flag: str) -> list[str]:
     return out
 
 
-def launch(nproc: int, argv: list[str], resume_dir: str | None = None, threads_given: int | None = None) -> int:
+def launch(nproc: int, argv: list[str], resume_dir: str | None = None) -> int:
     """Run `cnnlab ARGV` in nproc processes (torchrun --standalone); the exit status of the run:
     0, the first failed worker's status, or 128 + the signal that killed it. resume_dir: the
-    run folder the workers train into, named in what the agent says. threads_given: --threads,
-    each process's count (ARGV says it again to them)."""
+    run folder the workers train into, named in what the agent says."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    # torchrun sets OMP_NUM_THREADS=1 when it is unset; cnnlab shares the cores out instead.
-    if threads_given is not None:
-        os.environ["OMP_NUM_THREADS"] = str(threads_given)
-    elif not os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+    # torchrun sets OMP_NUM_THREADS=1 when it is unset; cnnlab shares the cores out instead (a
+    # --threads in ARGV still sets each worker's count).
+    if not os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
         os.environ["OMP_NUM_THREADS"] = str(threads.default(nproc))
         os.environ[threads.CHOSEN_ENV] = "default"
     for name in list(logging.root.manager.loggerDict):  # each sets its own level (LOGLEVEL)
