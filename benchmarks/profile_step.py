@@ -3,7 +3,8 @@
     python benchmarks/profile_step.py [--recipe seed] [--steps 100] [--data PATH] [--rows 15]
                                       [--precision auto|fp32|bf16] [--threads N]
 
-It loads the data as `cnnlab train` does (cnnlab's decode cache), builds the recipe's model and
+It loads the data as `cnnlab train` does (cnnlab's decode cache, glibc's malloc tuned as the
+command tunes it: cnnlab/training/allocator.py), builds the recipe's model and
 training pieces with cnnlab.training.loop.setup, runs --steps steps of train_epoch (after a
 warm-up of 20 steps, so one-time allocations and kernel selection are not counted) under
 torch.profiler, and prints the operators by their own (self) CPU time: per step in milliseconds
@@ -25,6 +26,7 @@ from cnnlab.data import dataset as data_mod
 from cnnlab.network import models
 from cnnlab.runs.folder import machine as run_machine
 from cnnlab.runs.settings import resolve
+from cnnlab.training.allocator import reuse_step_buffers
 from cnnlab.training.loop import TrainState, prepare, resolve_precision, setup, train_epoch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    reuse_step_buffers()  # as the cnnlab command does in its training process
     cfg = resolve(args.recipe, {"precision": args.precision, "device": "cpu"})
     device = torch.device("cpu")
     data = data_mod.load(args.data)
