@@ -18,6 +18,7 @@ side by side with their ratio, and the thread count each run recorded in config.
     default             no flag: the count cnnlab chooses
     ...-spin            with GOMP_SPINCOUNT=300000: GNU OpenMP's own wait (spin, then sleep), which
                         the cnnlab command replaces by OMP_WAIT_POLICY=PASSIVE (sleep at once)
+    ...-spinK           with GOMP_SPINCOUNT=K: K spins before a waiting thread sleeps
     ...-passive, ...-active   with OMP_WAIT_POLICY=PASSIVE or ACTIVE (spin until work comes)
     nproc-2             --nproc 2: two processes, each with its default count
 
@@ -57,11 +58,12 @@ def case_command(case: str) -> tuple[list[str], dict[str, str]]:
     """The flags and environment variables of a case (see the module's docstring)."""
     if case == "nproc-2":
         return ["--nproc", "2"], {}
-    m = re.fullmatch(r"(?:threads-([1-9]\d*)|default)(?:-(passive|active|spin))?", case)
-    if m is None:
-        raise ValueError(f"unknown case {case!r}: threads-N or default, either with -passive, -active or -spin; "
-                         f"or nproc-2")
-    return (["--threads", m.group(1)] if m.group(1) else []), WAITS[m.group(2)]
+    m = re.fullmatch(r"(?:threads-([1-9]\d*)|default)(?:-(passive|active|spin)(\d+)?)?", case)
+    if m is None or (m.group(3) and m.group(2) != "spin"):
+        raise ValueError(f"unknown case {case!r}: threads-N or default, either with -passive, -active, -spin "
+                         f"or -spinK (K spins before sleeping); or nproc-2")
+    env = {"GOMP_SPINCOUNT": m.group(3)} if m.group(3) else WAITS[m.group(2)]
+    return (["--threads", m.group(1)] if m.group(1) else []), env
 
 
 def parse_list(text: str, allowed=None, what: str = "item") -> list[str]:

@@ -14,8 +14,9 @@ def test_cases_become_flags_and_environment():
     assert busy.case_command("threads-2-active") == (["--threads", "2"], {"OMP_WAIT_POLICY": "ACTIVE"})
     assert busy.case_command("default") == ([], {})
     assert busy.case_command("default-spin") == ([], {"GOMP_SPINCOUNT": "300000"})
+    assert busy.case_command("threads-2-spin20000") == (["--threads", "2"], {"GOMP_SPINCOUNT": "20000"})
     assert busy.case_command("nproc-2") == (["--nproc", "2"], {})
-    for junk in ("threads-0", "threads-x", "threads-2-lazy", "fast", "nproc-2-spin"):
+    for junk in ("threads-0", "threads-x", "threads-2-lazy", "fast", "nproc-2-spin", "threads-2-passive10"):
         with pytest.raises(ValueError, match="unknown case"):
             busy.case_command(junk)
 
