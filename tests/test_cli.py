@@ -95,17 +95,30 @@ def test_models_and_data_commands(real_subset, tmp_path, capsys):
     assert mine.read_bytes() == b"not cnnlab's"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["train", "--data", "{tmp}/missing"], "data path {tmp}/missing does not exist"),
-    (["train", "--data", "{tiny}", "--model", "resnet99"], "unknown model 'resnet99'"),
-    (["train", "--data", "{tiny}", "--epochs", "0"], "--epochs: must be a positive integer"),
-    (["train", "--data", "{tiny}", "--batch-size", "-4"], "--batch-size: must be a positive integer"),
-    (["train", "--data", "{empty_class}"], "has no images"),
-    (["train", "--data", "{mismatch}"], "different classes"),
-    (["train", "--data", "{tiny}", "--out", "{tiny}"], "already exists and is not empty"),
-    (["evaluate", "{tmp}"], "is not a run folder"),
+def in_process(args, cwd, capsys, monkeypatch):
+    """cnnlab.cli.main in this process, from cwd: (exit status, stderr)."""
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    try:
+        code = main(list(map(str, args)))
+    except SystemExit as e:  # argparse's own refusals
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+# The first case runs as a real process (its exit status and stderr); the others are the same
+# main() in this process, which saves a fresh interpreter and torch import for each.
+@pytest.mark.parametrize("args,message,process", [
+    (["train", "--data", "{tmp}/missing"], "data path {tmp}/missing does not exist", True),
+    (["train", "--data", "{tiny}", "--model", "resnet99"], "unknown model 'resnet99'", False),
+    (["train", "--data", "{tiny}", "--epochs", "0"], "--epochs: must be a positive integer", False),
+    (["train", "--data", "{tiny}", "--batch-size", "-4"], "--batch-size: must be a positive integer", False),
+    (["train", "--data", "{empty_class}"], "has no images", False),
+    (["train", "--data", "{mismatch}"], "different classes", False),
+    (["train", "--data", "{tiny}", "--out", "{tiny}"], "already exists and is not empty", False),
+    (["evaluate", "{tmp}"], "is not a run folder", False),
 ])
-def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
+def test_bad_input_is_one_line_without_traceback(tmp_path, args, message, process, capsys, monkeypatch):
     tiny = make_image_folder(tmp_path / "tiny", classes=("a", "b"), n_train=2, n_test=1)
     empty_class = make_image_folder(tmp_path / "empty", classes=("a", "b"), n_train=2, n_test=1)
     (empty_class / "train" / "c").mkdir()
@@ -114,16 +127,27 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     (mismatch / "test" / "b").rename(mismatch / "test" / "z")
     fill = dict(tmp=tmp_path, tiny=tiny, empty_class=empty_class, mismatch=mismatch)
     before = sorted(p.name for p in tiny.rglob("*"))
-    proc = cnnlab(*[a.format(**fill) for a in args], cwd=tmp_path)
-    assert proc.returncode == 2
-    assert message.format(**fill) in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    argv = [a.format(**fill) for a in args]
+    if process:
+        proc = cnnlab(*argv, cwd=tmp_path)
+        code, err = proc.returncode, proc.stderr
+    else:
+        code, err = in_process(argv, tmp_path, capsys, monkeypatch)
+    assert code == 2
+    assert message.format(**fill) in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tiny.rglob("*")) == before
+    assert not (tmp_path / "runs").exists()  # a refused run leaves no folder behind
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
-def test_debug_shows_the_traceback(tmp_path, where):
+def test_debug_shows_the_traceback(tmp_path, where, capsys, monkeypatch):
     args = ["train", "--data", tmp_path / "missing"]
-    proc = cnnlab(*(["--debug", *args] if where == "before" else [*args, "--debug"]))
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    args = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    if where == "before":  # a real process
+        proc = cnnlab(*args)
+        code, err = proc.returncode, proc.stderr
+    else:
+        code, err = in_process(args, tmp_path, capsys, monkeypatch)
+    assert code != 0 and "Traceback" in err
