@@ -29,8 +29,10 @@ def test_summary_shows_the_64x64_arithmetic(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [["--model", "seed", "--epochs", "6", "--batch-size", "32"],
-                                  ["--recipe", "sprint", "--epochs", "4", "--batch-size", "64"]],
+# Measured at these caps (AMD EPYC, AVX2, fp32): seed 29.0 %, sprint 40.3 % (at the 190 and 64 steps
+# these ran before: about 33 % and 47 %); either clears the floor with room.
+@pytest.mark.parametrize("args", [["--model", "seed", "--epochs", "6", "--batch-size", "32", "--max-steps", "40"],
+                                  ["--recipe", "sprint", "--epochs", "2", "--batch-size", "64"]],
                          ids=["seed", "sprint"])
 def test_a_64x64_folder_trains_predicts_and_exports_at_64(upscaled, tmp_path, capsys, args):
     pytest.importorskip("onnxruntime")
