@@ -232,7 +232,8 @@ def test_cli_on_files_warns_once_per_unreadable_image(tiny_run, tmp_path, capsys
 
 def test_cli_default_images_are_right_and_wrong_test_images(tiny_run, tmp_path, capsys):
     out = tmp_path / "look"
-    assert main(["inspect", str(tiny_run), "--out", str(out), "--no-attribution"]) == 0
+    # one of each shows the order; each image draws a figure per layer, so the default 3 + 3 cost three times this
+    assert main(["inspect", str(tiny_run), "--out", str(out), "--no-attribution", "--right", "1", "--wrong", "1"]) == 0
     summary = json.loads((out / "inspect.json").read_text())
     assert summary["images"] and all(i["name"].startswith("test image #") and i["label"] for i in summary["images"])
     right = [i["label"] == i["top"][0]["class"] for i in summary["images"]]
