@@ -4,6 +4,8 @@ import io
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -123,3 +125,19 @@ def real_subset(real_cifar, tmp_path_factory):
             for f in sorted((real_cifar / split / cls).iterdir())[:n]:
                 shutil.copyfile(f, dest / f.name)
     return root
+
+
+# The shared run's recipe: 15 steps per epoch (900 images, batch 64), 6 epochs by the step cap.
+REAL_RUN_ARGS = ["--epochs", "30", "--batch-size", "64", "--val-size", "100", "--max-steps", "90"]
+
+
+@pytest.fixture(scope="session")
+def real_run(real_subset, tmp_path_factory):
+    """(run folder, stdout) of one finished run of the real command line on real_subset, shared by the
+    tests that evaluate or export a finished run or read its files. A test that resumes, stops or
+    damages a run trains its own."""
+    out = tmp_path_factory.mktemp("real-run") / "run"
+    proc = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--data", str(real_subset), *REAL_RUN_ARGS,
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout

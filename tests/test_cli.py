@@ -18,12 +18,8 @@ def cnnlab(*args, cwd=None):
 
 
 @pytest.fixture(scope="module")
-def trained_run(real_subset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "run"
-    proc = cnnlab("train", "--data", real_subset, "--epochs", 30, "--batch-size", 64,
-                  "--val-size", 100, "--max-steps", 150, "--out", out)
-    assert proc.returncode == 0, proc.stderr
-    return out, proc.stdout
+def trained_run(real_run):
+    return real_run  # the real command line's run, shared (conftest.REAL_RUN_ARGS)
 
 
 @pytest.mark.slow
@@ -38,7 +34,7 @@ def test_train_beats_chance_on_real_images_and_prints_the_reports_lines(trained_
     test_line = [x for x in lines if x.startswith("Test Accuracy: ")]
     assert len(test_line) == 1
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 150 and metrics["epochs"] == 10
+    assert metrics["steps"] == 90 and metrics["epochs"] == 6
     assert metrics["test_acc"] >= 20.0  # chance is 10 %
     assert test_line[0] == f"Test Accuracy: {metrics['test_acc']:.3f} %"
 
@@ -53,10 +49,10 @@ def test_run_folder_holds_everything(trained_run):
         rows = list(csv.reader(f))
     # val_loss and lr come after the first five columns, so scripts reading those keep working
     assert rows[0] == ["epoch", "iters", "avg_loss", "elapsed_s", "val_acc", "val_loss", "lr"]
-    assert len(rows) == 11 and rows[-1][0] == "10"
+    assert len(rows) == 7 and rows[-1][0] == "6"
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert len(ckpt["state"]["history"]) == 10 and ckpt["state"]["steps"] == 150
+    assert len(ckpt["state"]["history"]) == 6 and ckpt["state"]["steps"] == 90
     assert "optimizer_state" in ckpt and ckpt["config"]["batch_size"] == 64
     from safetensors.torch import load_file
     weights = load_file(out / "model.safetensors")

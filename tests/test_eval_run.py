@@ -17,19 +17,15 @@ from cnnlab.report.evaluation import FIGURES
 
 
 @pytest.fixture(scope="module")
-def real_run(real_subset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval") / "run"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(["train", "--data", str(real_subset), "--epochs", "10", "--batch-size", "64",
-                     "--val-size", "100", "--max-steps", "60", "--out", str(out)]) == 0
-    trained = [x for x in printed.getvalue().splitlines() if x.startswith("Test Accuracy: ")][0]
-    return out, trained
+def trained(real_run):
+    """The shared real run (conftest.real_run) and the test accuracy line its training printed."""
+    out, stdout = real_run
+    return out, [x for x in stdout.splitlines() if x.startswith("Test Accuracy: ")][0]
 
 
 @pytest.fixture(scope="module")
-def evaluated(real_run):
-    out, trained = real_run
+def evaluated(trained):
+    out, trained = trained
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(["evaluate", str(out)]) == 0
@@ -96,9 +92,9 @@ def test_figures_are_written_and_marked_as_cnnlabs(evaluated):
 
 
 @pytest.mark.slow
-def test_history_csv_has_plain_newlines(real_run):
-    raw = (real_run[0] / "history.csv").read_bytes()
-    epochs = json.loads((real_run[0] / "metrics.json").read_text())["epochs"]
+def test_history_csv_has_plain_newlines(trained):
+    raw = (trained[0] / "history.csv").read_bytes()
+    epochs = json.loads((trained[0] / "metrics.json").read_text())["epochs"]
     assert b"\r" not in raw and raw.endswith(b"\n") and raw.count(b"\n") == 1 + epochs
 
 

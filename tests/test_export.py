@@ -54,11 +54,8 @@ def test_every_model_exports_and_matches_pytorch_in_onnxruntime(name, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def seed_run(real_subset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "seed"
-    assert main(["train", "--data", str(real_subset), "--epochs", "6", "--batch-size", "64",
-                 "--val-size", "100", "--max-steps", "80", "--out", str(out)]) == 0
-    return out
+def seed_run(real_run):
+    return real_run[0]  # the shared real run of the seed model (conftest.real_run)
 
 
 @pytest.mark.slow
