@@ -202,11 +202,12 @@ def test_the_sprint_recipe_end_to_end_beats_chance_and_evaluates_again_the_same(
     SGD with the triangle schedule, alternating flips, flip TTA, validation and test in the
     run's own precision (eval_precision = "train"), which `cnnlab evaluate` uses again."""
     run = tmp_path / "run"
+    # measured at this cap (AMD EPYC, AVX2, fp32): 47.0 %; the 150 steps this ran before bought no margin it needs
     assert main(["train", "--recipe", "sprint", "--data", str(real_subset), "--batch-size", "50",
-                 "--epochs", "8", "--max-steps", "150", "--out", str(run)]) == 0
+                 "--epochs", "3", "--max-steps", "60", "--out", str(run)]) == 0
     trained = [x for x in capsys.readouterr().out.splitlines() if x.startswith("Test Accuracy: ")][0]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["recipe"] == "sprint" and metrics["steps"] == 150 and metrics["tta"] == "flip"
+    assert metrics["recipe"] == "sprint" and metrics["steps"] == 60 and metrics["tta"] == "flip"
     assert metrics["test_acc"] > 25, trained  # chance is 10 %
     config = json.loads((run / "config.json").read_text())
     assert config["config"]["eval_precision"] == "train"
