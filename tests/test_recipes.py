@@ -123,13 +123,14 @@ def test_recipes_command_lists_names_targets_and_json(capsys):
 @pytest.mark.slow
 def test_a_recipe_run_with_a_step_cap_beats_chance_and_saves_its_recipe(real_subset, tmp_path, capsys):
     run = tmp_path / "run"
+    # measured (AMD EPYC, AVX2, fp32): 32.7 % at these 60 steps (37.7 % at 112)
     code = main(["train", "--data", str(real_subset), "--recipe", "seed-sgd", "--batch-size", "32", "--val-size",
-                 "100", "--max-steps", "112", "--set", "tta=flip", "--set", "optimizer.lr=0.02", "--out", str(run)])
+                 "100", "--max-steps", "60", "--set", "tta=flip", "--set", "optimizer.lr=0.02", "--out", str(run)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.startswith("recipe seed-sgd: Training seed-bn")
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["steps"] == 112 and metrics["recipe"] == "seed-sgd" and metrics["tta"] == "flip"
+    assert metrics["steps"] == 60 and metrics["recipe"] == "seed-sgd" and metrics["tta"] == "flip"
     assert metrics["test_acc"] > 25  # chance is 10 %
     config = json.loads((run / "config.json").read_text())["config"]
     assert (config["recipe"], config["model"], config["epochs"], config["batch_size"]) == ("seed-sgd", "seed-bn", 30, 32)
