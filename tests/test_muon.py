@@ -129,12 +129,13 @@ def test_muon_trains_any_conv_net_end_to_end(real_subset, tmp_path, capsys):
     """Muon is not tied to the fast-* models (the sprint's end-to-end test covers those): the
     course's seed-bn network with its convs by Muon and the rest by SGD, on 1,000 real images."""
     run = tmp_path / "run"
-    # measured (AMD EPYC, AVX2, fp32): 26.3 % at these 60 steps, 25.7 % at the 150 this ran before
+    # measured (AMD EPYC, AVX2, fp32): 26.3 % at these 60 steps, 25.7 % at 150: the floor is twice
+    # chance, with room for another CPU's arithmetic (bf16 where native gives other numbers)
     assert main(["train", "--recipe", "seed-bn", "--data", str(real_subset), "--batch-size", "50",
                  "--epochs", "3", "--max-steps", "60", "--val-size", "0", "--set", "optimizer.name=muon",
                  "--set", "optimizer.lr=0.05", "--out", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["steps"] == 60 and metrics["test_acc"] > 25, capsys.readouterr().out  # chance is 10 %
+    assert metrics["steps"] == 60 and metrics["test_acc"] > 20, capsys.readouterr().out  # chance is 10 %
     assert json.loads((run / "config.json").read_text())["config"]["optimizer"]["name"] == "muon"
 
 
