@@ -233,3 +233,22 @@ def test_evaluate_runs_at_the_given_count_and_the_report_shows_the_runs(runs, tm
     assert f"Test Accuracy: {run.metrics['test_acc']:.3f} %" in capsys.readouterr().out
     page = run.report(tmp_path / "r.html").read_text()
     assert "<dt>threads</dt><dd>2</dd><dt>threads from</dt><dd>flag</dd>" in page
+
+
+def test_the_launcher_gives_the_workers_a_count_and_the_caller_its_environment_back(monkeypatch):
+    """--nproc's workers inherit the shared-out count; the process that launched them (a test
+    calling main(), a notebook) keeps its own environment, so that its next run chooses its own."""
+    import torch.distributed.run
+    from cnnlab.training import launch
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv(threads.CHOSEN_ENV, raising=False)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    seen = {}
+    monkeypatch.setattr(torch.distributed.run, "run", lambda args: seen.update(
+        {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", threads.CHOSEN_ENV)}))
+    assert launch.launch(2, ["train", "--epochs", "1"]) == 0
+    assert seen == {"OMP_NUM_THREADS": "1", threads.CHOSEN_ENV: "default"}
+    assert "OMP_NUM_THREADS" not in os.environ and threads.CHOSEN_ENV not in os.environ
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own count is passed on, and kept
+    assert launch.launch(2, ["train"]) == 0
+    assert seen == {"OMP_NUM_THREADS": "3", threads.CHOSEN_ENV: None} and os.environ["OMP_NUM_THREADS"] == "3"

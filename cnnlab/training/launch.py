@@ -10,6 +10,7 @@ agent says so in one line, since the others' lines only say that a process is go
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -31,6 +32,27 @@ def strip_flag(argv: list[str], flag: str) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def _workers_threads(nproc: int):
+    """The workers' thread count in the environment they inherit, for the duration: torchrun sets
+    OMP_NUM_THREADS=1 when it is unset, and cnnlab shares the cores out instead (a --threads in
+    ARGV still sets each worker's count). The caller's environment is as it was afterwards, so
+    that a later run in the same process (a test, a notebook) chooses its own count."""
+    names = ("OMP_NUM_THREADS", threads.CHOSEN_ENV)
+    saved = {name: os.environ.get(name) for name in names}
+    if not os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        os.environ["OMP_NUM_THREADS"] = str(threads.default(nproc))
+        os.environ[threads.CHOSEN_ENV] = "default"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def launch(nproc: int, argv: list[str], resume_dir: str | None = None) -> int:
     """Run `cnnlab ARGV` in nproc processes (torchrun --standalone); the exit status of the run:
     0, the first failed worker's status, or 128 + the signal that killed it. resume_dir: the
@@ -39,18 +61,14 @@ def launch(nproc: int, argv: list[str], resume_dir: str | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    # torchrun sets OMP_NUM_THREADS=1 when it is unset; cnnlab shares the cores out instead (a
-    # --threads in ARGV still sets each worker's count).
-    if not os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
-        os.environ["OMP_NUM_THREADS"] = str(threads.default(nproc))
-        os.environ[threads.CHOSEN_ENV] = "default"
     for name in list(logging.root.manager.loggerDict):  # each sets its own level (LOGLEVEL)
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)  # a failure is said below, in one line
     args = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc),
                                          "-m", "cnnlab", *argv])
     try:
-        run(args)
+        with _workers_threads(nproc):
+            run(args)
     except SignalException as e:  # Ctrl-C or SIGTERM: the workers got it too, and rank 0 said what it saved
         return 128 + int(e.sigval)
     except ChildFailedError as e:
