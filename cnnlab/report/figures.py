@@ -15,6 +15,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from ..analysis.inspect_figures import grid_png  # PNG bytes tagged Software = cnnlab
+
 SOFTWARE = "cnnlab"
 
 
@@ -178,14 +180,4 @@ def strip(images, scale: int = 2, gap: int = 2) -> bytes:
         big = rgb.transpose(1, 2, 0).repeat(scale, axis=0).repeat(scale, axis=1)
         x0 = i * (w * scale + gap)
         canvas[:, x0:x0 + w * scale] = big
-    buf = io.BytesIO()
-    info = _png_info()
-    Image.fromarray(canvas).save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
-
-
-def _png_info():
-    from PIL.PngImagePlugin import PngInfo
-    info = PngInfo()
-    info.add_text("Software", SOFTWARE)
-    return info
+    return grid_png(canvas)
