@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import io
+import codecs
 import re
 import os
 import shlex
@@ -312,10 +313,10 @@ def test_nothing_speaks_of_how_cnnlab_was_developed():
 
 
 def test_the_wording_check_catches_each_word():
-    # Each phrase is split where the words meet, so that this file reads as no claim of its own.
-    for text in ["measured in " "session 12", "as that " "session found", "see " "issue 9", "issue " "#15",
-                 "the " "tracker", "on this " "project's machines", "round " "3's run", "the second " "wave",
-                 "no GPU was " "lent"]:
+    # The phrases it must catch are stored in ROT13, so that this file reads as no claim of its own.
+    for text in map(lambda t: codecs.decode(t, "rot13"), [
+            "zrnfherq va frffvba 12", "nf gung frffvba sbhaq", "frr vffhr 9", "vffhr #15", "gur genpxre",
+            "ba guvf cebwrpg'f znpuvarf", "ebhaq 3'f eha", "gur frpbaq jnir", "ab TCH jnf yrag"]):
         assert any(re.search(p, text, re.I) for p in DEVELOPMENT_WORDS), text
     for text in ["ort.InferenceSession(path)", 'scope="session"', "issues", "--rounds 3", "a round trip",
                  "wavelet", "backtrack"]:
