@@ -13,7 +13,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.data.cifar import ARCHIVE, FOLDER, CifarSpec
+# The suite runs in parallel workers (pytest-xdist), each training small networks with all cores.
+# OpenMP threads that spin at their barriers starve the other worker's; sleeping ones share the
+# cores. Set before torch loads, in this process and the processes the tests start (a test that
+# checks the wait policy gives its processes their own environment).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from cnnlab.data.cifar import ARCHIVE, FOLDER, CifarSpec  # noqa: E402
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core, at most 4; every worker's tests use all cores already."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 REAL_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg"
 
