@@ -1,5 +1,5 @@
 """python -m cnnlab: the same as the cnnlab command."""
-from .cli import main
+from .cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()
