@@ -6,7 +6,7 @@
   check knows fails, so a new kind of command gets a check before it is shown.
 - `cnnlab ...` written inline names a real command and only its real flags.
 - The output shown under `cnnlab shape` and `cnnlab summary` is what they print.
-- The recipe example is a valid recipe; the recipe key reference covers every key of the schema.
+- The recipe examples are valid recipes; the recipe key reference covers every key of the schema.
 - The README stays a front door (at most 200 lines), and no page, code or test speaks of how
   cnnlab was developed.
 """
@@ -211,12 +211,14 @@ def test_shown_shape_and_summary_output_is_what_cnnlab_prints():
 
 # ------------------------------------------------------------------ recipes
 
-def test_the_recipe_example_is_a_valid_recipe(tmp_path):
-    (example,) = blocks(ROOT / "docs" / "recipes.md", "toml")
+def test_the_recipe_examples_are_valid_recipes(tmp_path):
+    example, by_precision = blocks(ROOT / "docs" / "recipes.md", "toml")
     path = tmp_path / "mine.toml"
     path.write_text(example)
     recipe = load_recipe(str(path))
     assert (recipe.model, recipe.epochs, recipe.optimizer.name, recipe.augment.translate) == ("seed-bn", 30, "sgd", 2)
+    path.write_text(by_precision)  # the sprint's own table, as the page says
+    assert load_recipe(str(path)).by_precision == load_recipe("sprint").by_precision
 
 
 def load_hook():

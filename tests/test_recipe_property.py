@@ -52,6 +52,9 @@ def strategy(hint, meta) -> st.SearchStrategy:
         return st.booleans()
     if hint is str:  # val_size as a percentage
         return st.integers(0, 99).map(lambda p: f"{p}%")
+    if hint is dict:  # by_precision: settings for either arithmetic, in range themselves
+        return st.sampled_from([{}, {"fp32": {"epochs": 1}}, {"bf16": {"batch_size": 4}},
+                                {"fp32": {"optimizer": {"lr": 0.5}}, "bf16": {"augment.flip": "random"}}])
     return _number(hint, meta)
 
 

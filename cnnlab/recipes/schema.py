@@ -146,6 +146,10 @@ class Recipe:
     select: Select = _f(Select)
     sync_bn: bool = _f(True, "several processes: BatchNorm over the whole batch (SyncBatchNorm; GPUs only), "
                        "as one process computes it; one process: no effect")
+    by_precision: dict = field(default_factory=dict, metadata={"doc": (
+        "settings that replace the recipe's where the run's arithmetic is this precision: a table "
+        "[by_precision.fp32] (a CPU without native bf16, or --precision fp32) or [by_precision.bf16], "
+        "of recipe keys; the command line's own settings win, and config.json records the table used")})
 
 
 @dataclass
@@ -206,6 +210,8 @@ def build(cls, data: dict, where: str, prefix: str = "", lenient: bool = False):
 
 
 def _describe(hint) -> str:
+    if hint is dict:
+        return "a table per precision"
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(map(str, typing.get_args(hint)))
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -242,6 +248,12 @@ def convert(value, hint, limits, where: str, key: str, lenient: bool = False):
             raise CnnlabError(f"{where}: {key} must be {_describe(hint)}, got {value!r}")
         return tuple(convert(v, a, limits, where, f"{key}[{i}]") for i, (v, a) in
                      enumerate(zip(value, typing.get_args(hint))))
+    if hint is dict:
+        if key.rsplit(".", 1)[-1] == "by_precision":
+            return by_precision(value, where, key)
+        if not isinstance(value, dict):
+            raise CnnlabError(f"{where}: {key} must be a table, got {value!r}")
+        return value
     if hint is str and isinstance(value, os.PathLike):  # a path given in code, not in a file
         value = os.fspath(value)
     ok = {bool: isinstance(value, bool),
@@ -260,6 +272,58 @@ def convert(value, hint, limits, where: str, key: str, lenient: bool = False):
             if name in limits and not test(value, limits[name]):
                 raise CnnlabError(f"{where}: {key} must be {words} {limits[name]:g}, got {value!r}")
     return value
+
+
+PRECISIONS = ("fp32", "bf16")
+NOT_BY_PRECISION = ("recipe", "description", "target_acc", "by_precision")
+
+
+def flatten(table: dict, cls, prefix: str = "") -> dict:
+    """A TOML table of cls's keys by dotted key: {"optimizer": {"lr": 1}} -> {"optimizer.lr": 1}."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in table.items():
+        name = prefix + str(key)
+        head, _, rest = str(key).partition(".")
+        hint = hints.get(head)
+        if isinstance(value, dict) and hint is not None and dataclasses.is_dataclass(hint) and not rest:
+            out.update(flatten(value, hint, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def by_precision(value, where: str, key: str) -> dict:
+    """A recipe's by_precision: {precision: {dotted recipe key: value}}, every value checked as
+    the key itself is checked (nested tables are flattened to dotted keys)."""
+    if not isinstance(value, dict):
+        raise CnnlabError(f"{where}: {key} must be a table per precision ([{key}.fp32], [{key}.bf16]), "
+                          f"got {value!r}")
+    allowed = [k for k in keys(Recipe) if k not in NOT_BY_PRECISION]
+    out = {}
+    for precision, table in value.items():
+        if precision not in PRECISIONS:
+            raise CnnlabError(f"{where}: {key}.{precision}: the precision must be one of "
+                              f"{', '.join(PRECISIONS)}")
+        if not isinstance(table, dict):
+            raise CnnlabError(f"{where}: {key}.{precision} must be a table of recipe keys, got {table!r}")
+        settings = flatten(table, Recipe)
+        for name, v in settings.items():
+            if name not in allowed:
+                raise unknown_key(f"{key}.{precision}.{name}", [f"{key}.{precision}.{k}" for k in allowed], where)
+            data = to_dict(Recipe())
+            *path, last = name.split(".")
+            node = data
+            for part in path:
+                node = node[part]
+            node[last] = v
+            built = build(Recipe, data, f"{where} [{key}.{precision}]")
+            node = built
+            for part in name.split("."):
+                node = getattr(node, part)
+            settings[name] = list(node) if isinstance(node, tuple) else node
+        out[precision] = settings
+    return out
 
 
 def check(obj, where: str):

@@ -103,6 +103,9 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = say, *, data: data_
         cfg = replace(cfg, out=str(out), data=where)
         # Said before the data statistics and the first epoch, so a log shows life at once.
         recipe = "" if cfg.recipe == "seed" else f"recipe {cfg.recipe}: "
+        if cfg.precision_settings:  # the recipe's own choice for this arithmetic, said at once
+            chosen = ", ".join(f"{k}={v}" for k, v in cfg.precision_settings["settings"].items())
+            recipe = f"recipe {cfg.recipe} (its {cfg.precision_settings['precision']} settings: {chosen}): "
         log(f"{recipe}Training {cfg.model} ({models.count_params(model):,} parameters) on {plural(n_train, 'image')} "
             f"{'from ' + data.source if data.source else 'given from Python'} ({n_val} to validate, "
             f"{len(data.test_y)} to test), {device}, "

@@ -53,7 +53,11 @@ def resolve(recipe: str | None, settings: dict[str, Any], out: str | None = None
     try:
         base = TrainConfig.from_dict({**to_dict(load_recipe(recipe or "seed")), "out": out})
         given = dotted(settings)
+        if "precision_settings" in given:
+            raise CnnlabError(f"{where}: precision_settings is recorded by cnnlab, not set: set the recipe's "
+                              f"by_precision table instead")
         cfg = mark_description(base, apply_overrides(base, given, where).validate(), given)
+        cfg = for_precision(cfg, given, where)
         if check_model:
             from ..network import models
             models.create(cfg.model)  # an unknown name, before any data is read
@@ -65,6 +69,24 @@ def resolve(recipe: str | None, settings: dict[str, Any], out: str | None = None
     except CnnlabError as e:
         raise SettingsError(str(e)) from None
     return cfg
+
+
+def for_precision(cfg: TrainConfig, given: dict[str, Any], where: str) -> TrainConfig:
+    """cfg with its recipe's by_precision settings for the arithmetic it will train in (bf16 where
+    native, else fp32; see cnnlab.training.arithmetic), except those given: a recipe may train
+    other epochs, or another model, where the CPU has no fast bf16. The settings taken are
+    recorded in cfg.precision_settings (config.json)."""
+    if not cfg.by_precision:
+        return cfg
+    from dataclasses import replace
+    from ..recipes import apply_overrides
+    from ..training.loop import pick_device, resolve_precision
+    precision = resolve_precision(cfg, pick_device(cfg.device))
+    chosen = {k: v for k, v in cfg.by_precision.get(precision, {}).items() if k not in given}
+    if not chosen:
+        return cfg
+    cfg = apply_overrides(cfg, chosen, f"{where}: recipe {cfg.recipe} [by_precision.{precision}]").validate()
+    return replace(cfg, precision_settings={"precision": precision, "settings": chosen})
 
 
 def mark_description(base: TrainConfig, cfg: TrainConfig, given: dict[str, Any]) -> TrainConfig:
@@ -86,7 +108,7 @@ def _text(value) -> str:
 
 # Settings of the run itself, not of its recipe: they leave the recipe's description as it is.
 RUN_KEYS = {"seed", "device", "data", "max_steps", "eval_batch_size", "channels_last", "compile", "precision",
-            "strict", "tensorboard", "threads", "out"}
+            "strict", "tensorboard", "threads", "out", "precision_settings"}
 
 # Flags that a resumed run may change: where it runs and where its (identical) data lives, where it
 # logs, and its CPU threads (recorded). --precision may be given too: it switches the run's

@@ -49,6 +49,7 @@ class TrainConfig(Recipe):
     strict: bool = False  # unreadable image files: error (True) or skip with a warning (False)
     tensorboard: bool = False  # also log history's scalars to <run>/tensorboard (optional extra)
     threads: int | None = field(default=None, metadata={"min": 1})  # CPU threads; None: cnnlab.training.threads
+    precision_settings: dict | None = None  # by_precision settings taken (runs.settings.for_precision)
 
     def validate(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
