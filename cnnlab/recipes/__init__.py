@@ -33,7 +33,7 @@ import types
 from pathlib import Path
 
 from ..errors import CnnlabError
-from .schema import Measured, Recipe, build, keys, to_dict, unknown_key
+from .schema import Measured, Recipe, build, keys, set_dotted, to_dict, unknown_key
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -159,9 +159,5 @@ def apply_overrides(cfg, overrides: dict, where: str):
     for key, value in overrides.items():
         if key not in known:
             raise unknown_key(key, known, where)
-        *path, last = key.split(".")
-        node = data
-        for part in path:
-            node = node[part]
-        node[last] = value
+        set_dotted(data, key, value)
     return build(type(cfg), data, where)

@@ -274,6 +274,14 @@ def convert(value, hint, limits, where: str, key: str, lenient: bool = False):
     return value
 
 
+def set_dotted(data: dict, key: str, value) -> None:
+    """data[a][b][c] = value for the dotted key "a.b.c" (the tables exist already)."""
+    *path, last = key.split(".")
+    for part in path:
+        data = data[part]
+    data[last] = value
+
+
 PRECISIONS = ("fp32", "bf16")
 NOT_BY_PRECISION = ("recipe", "description", "target_acc", "by_precision")
 
@@ -312,11 +320,7 @@ def by_precision(value, where: str, key: str) -> dict:
             if name not in allowed:
                 raise unknown_key(f"{key}.{precision}.{name}", [f"{key}.{precision}.{k}" for k in allowed], where)
             data = to_dict(Recipe())
-            *path, last = name.split(".")
-            node = data
-            for part in path:
-                node = node[part]
-            node[last] = v
+            set_dotted(data, name, v)
             built = build(Recipe, data, f"{where} [{key}.{precision}]")
             node = built
             for part in name.split("."):
