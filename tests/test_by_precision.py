@@ -95,6 +95,14 @@ def test_a_run_records_the_table_it_took_and_its_resume_keeps_it(recipe, tiny_fo
     assert len((out / "history.csv").read_text().splitlines()) == 4  # header and epochs 1-3
 
 
+def test_a_file_on_a_base_overrides_the_bases_choices_by_arithmetic_too(tmp_path):
+    path = tmp_path / "longer.toml"
+    path.write_text('base = "sprint"\nepochs = 5\n')
+    r = load_recipe(str(path))
+    assert r.epochs == 5 and r.by_precision == {"fp32": {"optimizer.muon.lr": 0.15}}
+    assert resolve(str(path), {"device": "cpu", "precision": "fp32"}).epochs == 5
+
+
 def test_the_sprint_recipe_trains_two_epochs_in_fp32():
     r = load_recipe("sprint")
     assert r.epochs == 3 and r.by_precision["fp32"]["epochs"] == 2

@@ -33,7 +33,7 @@ import types
 from pathlib import Path
 
 from ..errors import CnnlabError
-from .schema import Measured, Recipe, build, keys, set_dotted, to_dict, unknown_key
+from .schema import Measured, Recipe, build, flatten, keys, set_dotted, to_dict, unknown_key
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -111,6 +111,10 @@ def read_recipe(name_or_path: str, _seen: tuple = (), _dir: Path | None = None) 
             raise CnnlabError(f"{shown}: base must be a recipe name or a path, got {table['base']!r}")
         base = to_dict(read_recipe(table["base"], _seen + (str(path),), given.parent)[0])
     fields = {k: v for k, v in table.items() if k not in FILE_ONLY}
+    if base.get("by_precision"):  # this file's own keys override the base's choices by arithmetic too
+        own = set(flatten({k: v for k, v in fields.items() if k != "by_precision"}, Recipe))
+        base["by_precision"] = {p: {k: v for k, v in chosen.items() if k not in own}
+                                for p, chosen in base["by_precision"].items()}
     name = path.stem if path.parent == HERE else str(name_or_path)
     recipe = build(Recipe, {**_merge(base, fields), "recipe": name}, shown)
     measured = build(Measured, table["measured"], shown, "measured.") if "measured" in table else None
