@@ -10,14 +10,13 @@ own files from a user's.
 """
 from __future__ import annotations
 
-import io
 
 import numpy as np
 from PIL import Image
 
-from ..analysis.inspect_figures import grid_png  # PNG bytes tagged Software = cnnlab
-
-SOFTWARE = "cnnlab"
+# PNG bytes of a Figure or an image array, tagged Software = cnnlab: the one way cnnlab writes them.
+from ..analysis.inspect_figures import SOFTWARE, grid_png
+from ..analysis.inspect_figures import figure_png as _png
 
 
 def plain(text) -> str:
@@ -28,12 +27,6 @@ def plain(text) -> str:
 def _subplots(*args, **kwargs):
     from ..analysis.plots import subplots  # matplotlib is imported only when a figure is drawn
     return subplots(*args, **kwargs)
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": SOFTWARE})
-    return buf.getvalue()
 
 
 # The report's column is about 1060 px wide at 1280 px (100 dpi: 10.6 inches): a figure drawn no
