@@ -282,6 +282,13 @@ def set_dotted(data: dict, key: str, value) -> None:
     data[last] = value
 
 
+def get_dotted(obj, key: str):
+    """obj.a.b.c for the dotted key "a.b.c"."""
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 PRECISIONS = ("fp32", "bf16")
 NOT_BY_PRECISION = ("recipe", "description", "target_acc", "by_precision")
 
@@ -321,11 +328,8 @@ def by_precision(value, where: str, key: str) -> dict:
                 raise unknown_key(f"{key}.{precision}.{name}", [f"{key}.{precision}.{k}" for k in allowed], where)
             data = to_dict(Recipe())
             set_dotted(data, name, v)
-            built = build(Recipe, data, f"{where} [{key}.{precision}]")
-            node = built
-            for part in name.split("."):
-                node = getattr(node, part)
-            settings[name] = list(node) if isinstance(node, tuple) else node
+            value = get_dotted(build(Recipe, data, f"{where} [{key}.{precision}]"), name)
+            settings[name] = list(value) if isinstance(value, tuple) else value
         out[precision] = settings
     return out
 

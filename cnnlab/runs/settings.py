@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CnnlabError, SettingsError
+from ..recipes.schema import get_dotted
 from ..training.loop import TrainConfig
 
 # Flags whose name is not their recipe key.
@@ -114,12 +115,6 @@ RUN_KEYS = {"seed", "device", "data", "max_steps", "eval_batch_size", "channels_
 # logs, and its CPU threads (recorded). --precision may be given too: it switches the run's
 # arithmetic, and config.json records it.
 RESUME_MAY_CHANGE = {"device", "data", "out", "strict", "tensorboard", "threads"}
-
-
-def get_dotted(obj, key: str):
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def flag_name(key: str) -> str:
