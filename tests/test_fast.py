@@ -11,6 +11,7 @@ from cnnlab.data import dataset as data
 from cnnlab.cli import main
 from cnnlab.network.layers import totals
 from cnnlab.network.models import MODELS, create
+from cnnlab.network.models import fast
 from cnnlab.network.models.fast import WHITEN_EPS, FastNet, whitening_weights
 from cnnlab.runs.saved import eval_precision
 from cnnlab.network.summary import summarize
@@ -132,6 +133,14 @@ def loop_patch_covariance(x: np.ndarray, k: int) -> np.ndarray:
     for v in rows:
         cov += np.outer(v, v)
     return cov / len(rows)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_patch_covariance_is_the_mean_outer_product_of_every_patch(k):
+    rng = np.random.default_rng(k)
+    x = rng.normal(size=(7, 3, 6, 5)) + 0.2  # 7 images: chunks of 3 leave a part of 1
+    cov = fast.patch_covariance(torch.tensor(x), k, chunk=3).numpy()
+    np.testing.assert_allclose(cov, loop_patch_covariance(x, k), rtol=1e-12, atol=1e-12)
 
 
 def test_whitening_init_matches_a_direct_eigen_decomposition():
