@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import random
-import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -22,46 +19,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from . import files
+from .files import atomic_write, atomic_write_bytes  # noqa: F401  (torch-free, in files.py)
 from .errors import CnnlabError
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync it, then rename it over path (and fsync the folder).
-
-    The file gets the mode the user's umask gives new files. A write that fails (full or
-    read-only disk) leaves the previous file as it was and raises files.WriteError.
-    """
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise files.write_error(e, path) from None
-    os.close(fd)
-    try:
-        write(tmp)
-        if os.environ.get("CNNLAB_TEST_SLOW_WRITES"):  # crash tests: widen the window to kill in
-            time.sleep(float(os.environ["CNNLAB_TEST_SLOW_WRITES"]))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        files.chmod_like_new(tmp)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as e:
-        raise files.write_error(e, path) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_write_bytes(path: Path, blob: bytes) -> None:
-    """atomic_write of bytes made in memory: a full disk then fails as an OSError we can explain
-    (torch.save and safetensors writing to a file fail with their own opaque errors)."""
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(blob))
 
 
 def digest(obj, h=None) -> str:

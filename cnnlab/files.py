@@ -3,6 +3,7 @@
     check_writable_folder(Path("runs/x"), "the run folder")   # CnnlabError before any work
     describe_write_error(err, path)   # "the disk holding /mnt/x (mounted at /mnt) is full ..."
     chmod_like_new(tmp)               # a temporary file gets the mode a plain open() would give it
+    atomic_write_bytes(path, blob)    # the whole new file or the old one, never a half-written one
 
 Files that cnnlab writes through a temporary file (tempfile.mkstemp makes them 0600) are
 given the mode that the user's umask gives any new file, like curves.png or a shell's `>`.
@@ -12,6 +13,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
+import time
 from pathlib import Path
 
 from .errors import CnnlabError
@@ -146,3 +149,41 @@ def remove_if_empty(folder) -> None:
         Path(folder).rmdir()
     except OSError:
         pass
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), fsync it, then rename it over path (and fsync the folder).
+
+    The file gets the mode the user's umask gives new files. A write that fails (full or
+    read-only disk) leaves the previous file as it was and raises files.WriteError.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(e, path) from None
+    os.close(fd)
+    try:
+        write(tmp)
+        if os.environ.get("CNNLAB_TEST_SLOW_WRITES"):  # crash tests: widen the window to kill in
+            time.sleep(float(os.environ["CNNLAB_TEST_SLOW_WRITES"]))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        chmod_like_new(tmp)
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        raise write_error(e, path) from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_bytes(path: Path, blob: bytes) -> None:
+    """atomic_write of bytes made in memory: a full disk then fails as an OSError we can explain
+    (torch.save and safetensors writing to a file fail with their own opaque errors)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(blob))

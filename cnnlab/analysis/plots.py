@@ -105,7 +105,7 @@ def check_target(out: Path, flag: str = "--out") -> None:
 
 def _save(fig, out: Path) -> Path:
     """Write fig atomically in the format out's extension names (PNG, JPEG, SVG or PDF)."""
-    from ..checkpoints import atomic_write_bytes
+    from ..files import atomic_write_bytes
     buffer = io.BytesIO()
     fig.savefig(buffer, **save_options(image_format(out)))
     atomic_write_bytes(out, buffer.getvalue())
