@@ -40,6 +40,7 @@ def tune_this_process() -> None:
 
 
 def cmd_train(args) -> int:
+    start_helper(args)  # before torch is imported
     from ..training import distributed
     from ..runs import resume_train, run_train
     given = overrides(args)
@@ -75,6 +76,26 @@ def cmd_train(args) -> int:
                 raise
             raise lost from None
     return 0
+
+
+def start_helper(args) -> None:
+    """The command's helper process (cnnlab/helper.py), forked before torch is imported: it
+    computes a new run's data key while this process imports torch, then imports matplotlib,
+    so the run's curves are drawn there without waiting for it. Not under --nproc or torchrun:
+    there each process would start one for a chore only the first does."""
+    if args.nproc is not None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
+        return
+    from .. import helper
+    if not helper.start(warm=["cnnlab.analysis.plots"]) or args.resume or args.seeds is not None:
+        return
+    from ..data.sources import key_ahead
+    from ..recipes import load_recipe
+    try:  # the key of the data this run asks for; a mistake in the flags is reported later, as before
+        given = overrides(args)
+        recipe = load_recipe(args.recipe or "seed")
+        key_ahead(given.get("data"), given.get("image_size", recipe.image_size), given.get("resize", recipe.resize))
+    except CnnlabError:
+        return
 
 
 def _device_name(args, given: dict) -> str:

@@ -26,18 +26,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from .. import checkpoints, files
-from . import cifar, decode, imagefolder, sourcekey
+from . import cifar, decode, imagefolder
+from .sources import (CACHE_FORMAT, SHARED_COPY, Source, cache_dir, default_candidates,  # noqa: F401
+                      find_source, resolve, source_fingerprint)
 from ..errors import CnnlabError, CnnlabWarning
-
-CACHE_FORMAT = 2  # 2: keyed by content (sourcekey.py)
-SHARED_COPY = Path("../shared/datasets/cifar10-jpeg")
-
-
-@dataclass
-class Source:
-    kind: str  # 'folder' (image folder), 'batches' (cifar-10-batches-py), 'archive' (tar.gz)
-    path: Path
-
 
 @dataclass
 class ImageData:
@@ -60,78 +52,11 @@ def shown(data: ImageData) -> str:
     return data.source if data.source else "images given from Python"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("CNNLAB_CACHE") or Path.home() / ".cache" / "cnnlab")
-
-
-def find_source(path: Path) -> Source | None:
-    """The dataset at path: an image folder, a cifar-10-batches-py folder or the archive,
-    either at path itself or directly inside it."""
-    path = Path(path)
-    if path.is_file():
-        return Source("archive", path) if path.name.endswith((".tar.gz", ".tgz")) else None
-    if not path.is_dir():
-        return None
-    if imagefolder.is_image_folder(path):
-        return Source("folder", path)
-    if (path / "data_batch_1").is_file():
-        return Source("batches", path)
-    if (path / cifar.FOLDER / "data_batch_1").is_file():
-        return Source("batches", path / cifar.FOLDER)
-    if (path / cifar.ARCHIVE).is_file():
-        return Source("archive", path / cifar.ARCHIVE)
-    return None
-
-
 def samples_path(source: str, split: str) -> Path:
     """Where `cnnlab data show` puts its grid by default: under runs/ (git-ignored), named
     after the dataset, so a second run replaces the grid it wrote before."""
     name = Path(source).name.lstrip(".") or "dataset"
     return Path("runs") / "samples" / f"{name}-{split}.png"
-
-
-def default_candidates() -> list[Path]:
-    env = os.environ.get("CNNLAB_DATA")
-    return ([Path(env)] if env else []) + [Path("data"), SHARED_COPY]
-
-
-def resolve(path: Path | str | None = None, download: bool = True,
-            spec: cifar.CifarSpec = cifar.OFFICIAL) -> Source:
-    """The source for --data PATH, or the first default that holds a dataset, else a download."""
-    if path is not None:
-        path = Path(path).expanduser()
-        if not path.exists():
-            raise CnnlabError(f"data path {path} does not exist: pass an image folder "
-                              f"(train/<class>/, test/<class>/), {cifar.ARCHIVE} or {cifar.FOLDER}/")
-        found = find_source(path)
-        if found is None:
-            raise CnnlabError(f"{path} holds no dataset: expected {path}/train/<class>/ and "
-                              f"{path}/test/<class>/, {cifar.ARCHIVE}, or {cifar.FOLDER}/")
-        return found
-    candidates = default_candidates()
-    for c in candidates:
-        found = find_source(c)
-        if found is not None:
-            return found
-    where = ", ".join(str(c) for c in candidates)
-    if not download:
-        raise CnnlabError(f"no dataset found in {where}: put {cifar.ARCHIVE} or an image "
-                          f"folder at one of them, or pass --data PATH")
-    return Source("archive", cifar.download(candidates[0], spec))
-
-
-def source_fingerprint(src: Source, size: int, spec: cifar.CifarSpec = cifar.OFFICIAL,
-                       resize: str = decode.DEFAULT_RULE) -> str:
-    """The cache key: a hash of the content (and, for a folder, the labels) decoding would read,
-    and for a folder the decoder's identity (resize rule, size, Pillow's version).
-
-    See sourcekey.py: content hashes are kept in an index in the cache folder, so an unchanged
-    source costs one stat per file.
-    """
-    checks = json.dumps([spec.archive_md5, sorted(spec.checked.items())])
-    how = decode.identity(size, resize) if src.kind == "folder" else checks
-    extra = f"cnnlab-cache-{CACHE_FORMAT}|{size}|{how}"
-    return sourcekey.source_key(src.kind, src.path, cache_dir(), extra, tuple(sorted(spec.checked)))
 
 
 def content_fingerprint(tensors: dict[str, torch.Tensor], classes: list[str]) -> str:

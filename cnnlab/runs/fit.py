@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from ..training import arithmetic, distributed, threads
-from .. import checkpoints, files
+from .. import checkpoints, files, helper
 from ..data import dataset as data_mod, decode
 from ..network import models
 from ..errors import CnnlabError
@@ -338,11 +338,11 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     if not main:
         return {**metrics, "out": str(out)}
     checkpoints.save_weights(out / "model.safetensors", s.eval_model, {"model": cfg.model})
-    from ..analysis.plots import plot_curves  # matplotlib is imported only when a figure is drawn
     source = config["data"]["source"]
-    plot_curves(out / "history.csv", out / "curves.png", title=f"{out.name}: {cfg.model} on "
-                f"{Path(source).name if source else 'images from Python'}", test_acc=test["acc"],
-                last_epoch_steps=last_steps)
+    # In the command's helper process where it has one (matplotlib is imported there), else here.
+    helper.run("cnnlab.analysis.plots:plot_curves", str(out / "history.csv"), str(out / "curves.png"), title=f"{out.name}: {cfg.model} on "
+               f"{Path(source).name if source else 'images from Python'}", test_acc=test["acc"],
+               last_epoch_steps=last_steps)
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     log(f"Run saved in {out}")
     return {**metrics, "out": str(out)}
