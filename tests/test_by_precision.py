@@ -7,7 +7,7 @@ import pytest
 
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
-from cnnlab.recipes import load_recipe
+from cnnlab.recipes import load_recipe, names, to_dict
 from cnnlab.runs.settings import resolve
 from cnnlab.training.loop import TrainConfig, pick_device, resolve_precision
 
@@ -99,13 +99,28 @@ def test_a_file_on_a_base_overrides_the_bases_choices_by_arithmetic_too(tmp_path
     path = tmp_path / "longer.toml"
     path.write_text('base = "sprint"\nepochs = 5\n')
     r = load_recipe(str(path))
-    assert r.epochs == 5 and r.by_precision == {"fp32": {"optimizer.muon.lr": 0.15}}
+    assert r.epochs == 5 and r.by_precision == {"fp32": {"select.keep": 0.45, "optimizer.muon.lr": 0.15}}
     assert resolve(str(path), {"device": "cpu", "precision": "fp32"}).epochs == 5
 
 
-def test_the_sprint_recipe_trains_two_epochs_in_fp32():
+def test_the_sprint_recipe_trains_its_last_two_epochs_on_the_hard_images_in_fp32():
     r = load_recipe("sprint")
-    assert r.epochs == 3 and r.by_precision["fp32"]["epochs"] == 2
+    assert r.epochs == 3 and r.select.keep == 1 and r.by_precision["fp32"]["select.keep"] == 0.45
     cfg = resolve("sprint", {"device": "cpu", "precision": "fp32"})
-    assert cfg.epochs == 2 and cfg.precision_settings["precision"] == "fp32"
-    assert resolve("sprint", {"device": "cpu", "precision": "bf16"}).epochs == 3
+    assert (cfg.epochs, cfg.select.keep, cfg.optimizer.muon.lr) == (3, 0.45, 0.15)
+    assert cfg.precision_settings["precision"] == "fp32"
+    bf16 = resolve("sprint", {"device": "cpu", "precision": "bf16"})
+    assert (bf16.epochs, bf16.select.keep, bf16.optimizer.muon.lr) == (3, 1, 0.12)
+
+
+def test_the_sprints_fp32_choices_stay_the_sprints_and_a_base_whose_keys_are_all_set_leaves_no_table(tmp_path):
+    """fast-85 and fast-90 name the sprint as their base for its optimizer settings, not for its
+    fp32 choices: they set those keys themselves, so they train the same in either arithmetic."""
+    assert {name: load_recipe(name).by_precision for name in names() if load_recipe(name).by_precision} == \
+        {"sprint": load_recipe("sprint").by_precision}
+    for name in ("fast-85", "fast-90", "fast-94"):
+        fp32, bf16 = (to_dict(resolve(name, {"device": "cpu", "precision": p})) for p in ("fp32", "bf16"))
+        assert {k for k in fp32 if fp32[k] != bf16[k]} == {"precision"}, name
+    path = tmp_path / "mine.toml"
+    path.write_text('base = "sprint"\nepochs = 4\n[select]\nkeep = 0.5\n[optimizer.muon]\nlr = 0.1\n')
+    assert load_recipe(str(path)).by_precision == {}

@@ -113,8 +113,8 @@ def read_recipe(name_or_path: str, _seen: tuple = (), _dir: Path | None = None) 
     fields = {k: v for k, v in table.items() if k not in FILE_ONLY}
     if base.get("by_precision"):  # this file's own keys override the base's choices by arithmetic too
         own = set(flatten({k: v for k, v in fields.items() if k != "by_precision"}, Recipe))
-        base["by_precision"] = {p: {k: v for k, v in chosen.items() if k not in own}
-                                for p, chosen in base["by_precision"].items()}
+        base["by_precision"] = {p: left for p, chosen in base["by_precision"].items()
+                                if (left := {k: v for k, v in chosen.items() if k not in own})}
     name = path.stem if path.parent == HERE else str(name_or_path)
     recipe = build(Recipe, {**_merge(base, fields), "recipe": name}, shown)
     measured = build(Measured, table["measured"], shown, "measured.") if "measured" in table else None
