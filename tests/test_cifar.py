@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from cnnlab.data import cifar, dataset as data
+from cnnlab.data import cifar, dataset as data, sources
 from cnnlab.data.cifar import ARCHIVE, FOLDER
 from cnnlab.errors import CnnlabError
 
@@ -107,7 +107,7 @@ def test_download_failure_says_where_to_put_the_archive(tmp_path):
 def test_defaults_fall_back_to_the_download(fake_archive, tmp_path, monkeypatch):
     archive, spec, members = fake_archive
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data, "SHARED_COPY", tmp_path / "no-shared-copy")
+    monkeypatch.setattr(sources, "SHARED_COPY", tmp_path / "no-shared-copy")
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "store"))
     # A cache of its own: the cache is keyed by content, and another test decoded this archive.
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
