@@ -1,26 +1,28 @@
 """The command's helper: a process forked before torch is imported, which runs some of the
 command's pure-Python chores on a second core while this process imports torch or tests.
 
-    helper.start(warm=["cnnlab.analysis.plots"])   # the cnnlab command, first thing
-    job = helper.submit(count_files, "data/")      # starts at once, there
+    helper.allow()                                 # the cnnlab command's own process only
+    helper.start(warm=["cnnlab.analysis.plots"])   # first thing in `cnnlab train`
+    helper.submit_as("data-key", "cnnlab.data.sources:key_request", "data/", 32, "crop")
     ...                                            # this process imports torch meanwhile
-    job.result()                                   # its value (waits); None where it failed
-    helper.run("cnnlab.analysis.plots:plot_curves", "h.csv", "c.png")   # there when one runs, else here
+    helper.take("data-key").result()               # its value (waits); None where it failed
+    helper.run("cnnlab.analysis.plots:plot_curves", "/abs/h.csv", "/abs/c.png")   # there, else here
 
-A job's function is a function or its "module:name" (imported here only when the job is done
-here: matplotlib stays out of this process when the helper draws).
 Why a process: importing torch takes over a second of one core, and Python's lock keeps a
-thread from doing Python work beside it. Why a fork made first: a process without threads forks
+thread from doing Python work beside it. Why a fork made first: a process with one thread forks
 safely (locks held by another thread stay locked in a child) and shares what is already
-imported; after forking, the helper imports the warm modules, so a chore that needs them
-(matplotlib: 0.35 s) does not wait for them at the end of a run.
+imported; once no job is waiting, the helper imports the warm modules, so a chore that needs
+them (matplotlib: 0.35 s or more) does not wait for them at the end of a run.
 
-Only the command starts a helper; a library call never forks. Functions travel by their module
-and name, arguments and values as JSON through pipes, one job at a time, in order. The helper
-ignores SIGINT and SIGTERM (the command handles those: it may save a checkpoint first), prints
-nothing (its output goes to /dev/null), runs none of this process's exit handlers, and ends
-when this process closes its pipe or exits. Where it cannot start (no fork, torch already
-imported, threads running) or a job fails, run() does the work here, as without a helper.
+Only the console command starts a helper (cnnlab.cli.run calls allow()); main() called from
+Python and every library call do their work in their own process. A job's function is a
+function or its "module:name"; arguments and values travel as JSON (a tuple comes back as a
+list, anything else JSON has no type for as its str()), one job at a time, in order. Warnings a
+job raises are raised again here. The helper prints nothing (its output goes to /dev/null), runs
+none of this process's exit handlers, and ends when this process closes its pipe or ends (on
+Linux at once, even mid-job). Where it cannot start (no fork, torch already imported, threads
+running) or a job fails, run() does the work here, as without a helper. Paths should be
+absolute: the helper keeps the working folder it was forked in.
 """
 from __future__ import annotations
 
@@ -28,15 +30,32 @@ import importlib
 import json
 import os
 import select
-import signal
 import sys
 import threading
+import warnings
 
+_allowed = False  # set by allow(): only the command's own process forks
 _helper = None  # this process's helper, set only by start()
+_tagged: dict = {}  # jobs by the name submit_as gave them, until take()
+
+
+def allow() -> None:
+    global _allowed
+    _allowed = True
+
+
+def one_thread() -> bool:
+    """Whether this process runs a single thread, Python's and any other (where /proc shows them)."""
+    if threading.active_count() != 1:
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return True
 
 
 def can_fork() -> bool:
-    return hasattr(os, "fork") and "torch" not in sys.modules and threading.active_count() == 1
+    return _allowed and hasattr(os, "fork") and "torch" not in sys.modules and one_thread()
 
 
 def start(warm=()) -> bool:
@@ -50,6 +69,18 @@ def start(warm=()) -> bool:
 def submit(fn, *args, **kwargs) -> Job | None:
     """fn(*args, **kwargs) in the helper, from now on; None where no helper runs."""
     return _helper.submit(name_of(fn), args, kwargs) if _helper is not None else None
+
+
+def submit_as(tag: str, fn, *args, **kwargs) -> None:
+    """submit(), the job kept under tag for whoever takes it later (another module)."""
+    job = submit(fn, *args, **kwargs)
+    if job is not None:
+        _tagged[tag] = job
+
+
+def take(tag: str) -> Job | None:
+    """The job submitted under tag, once; None where there is none."""
+    return _tagged.pop(tag, None)
 
 
 def run(fn, *args, **kwargs):
@@ -91,75 +122,127 @@ class Job:
 class _Helper:
     def __init__(self, pid: int, requests: int, replies: int):
         self.pid, self.requests, self.replies = pid, requests, replies
-        self.sent, self.done, self.buffer = 0, {}, b""
+        self.sent, self.done, self.buffer, self.gone = 0, {}, b"", False
 
     def submit(self, name: str, args, kwargs) -> Job | None:
         try:
-            line = json.dumps([self.sent, name, args, kwargs]) + "\n"
+            data = (json.dumps([self.sent, name, args, kwargs]) + "\n").encode()
         except (TypeError, ValueError):  # arguments JSON cannot carry: the caller does the work
             return None
-        data = line.encode()
-        try:
-            while data:
-                data = data[os.write(self.requests, data):]
-        except OSError:  # the helper is gone
+        while data and not self.gone:
+            # Reading the replies while writing: the helper may be blocked writing one.
+            readable, writable, _ = select.select([self.replies], [self.requests], [])
+            if readable:
+                self._read()
+            if writable:
+                try:
+                    data = data[os.write(self.requests, data):]  # what fits: the pipe does not block
+                except BlockingIOError:
+                    pass
+                except OSError:  # the helper is gone
+                    self._end()
+        if data:
             return None
         self.sent += 1
         return Job(self, self.sent - 1)
 
     def outcome(self, number: int) -> tuple[bool, object]:
-        while number not in self.done:
-            line = self._line()
-            if line is None:  # the helper ended without an answer
-                return False, None
-            got, ok, value = json.loads(line)
-            self.done[got] = (ok, value)
-        return self.done[number]
+        """(succeeded, value) of a job, waiting for it; the helper's warnings raised here, once."""
+        while number not in self.done and not self.gone:
+            self._read()
+        ok, value, caught = self.done.get(number, (False, None, []))
+        if caught:
+            self.done[number] = (ok, value, [])
+            for message, category in caught:
+                warnings.warn(message, _category(category), stacklevel=3)
+        return ok, value
 
-    def _line(self) -> bytes | None:
-        while b"\n" not in self.buffer:
-            try:
-                chunk = os.read(self.replies, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                return None
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        return line
+    def _read(self) -> None:
+        """Take what the helper has written; file each whole reply."""
+        try:
+            chunk = os.read(self.replies, 65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._end()
+            return
+        self.buffer += chunk
+        while b"\n" in self.buffer:
+            line, _, self.buffer = self.buffer.partition(b"\n")
+            number, ok, value, caught = json.loads(line)
+            self.done[number] = (ok, value, caught)
+
+    def _end(self) -> None:
+        """The helper ended: every job not answered failed; reap it."""
+        self.gone = True
+        try:
+            os.waitpid(self.pid, os.WNOHANG)
+        except OSError:
+            pass
+
+
+def _category(name: str) -> type:
+    import builtins
+    found = getattr(builtins, name, None)
+    return found if isinstance(found, type) and issubclass(found, Warning) else UserWarning
 
 
 def _start(warm: list[str]) -> _Helper | None:
-    req_r, req_w = os.pipe()
-    rep_r, rep_w = os.pipe()
+    fds = [_above_stdio(fd) for fd in (*os.pipe(), *os.pipe())]
+    req_r, req_w, rep_r, rep_w = fds
+    parent = os.getpid()
     try:
         pid = os.fork()
     except OSError:
-        for fd in (req_r, req_w, rep_r, rep_w):
+        for fd in fds:
             os.close(fd)
         return None
     if pid == 0:
         try:
             os.close(req_w), os.close(rep_r)
+            _die_with(parent)
             _serve(req_r, rep_w, warm)
         finally:
             os._exit(0)
     os.close(req_r), os.close(rep_w)
+    os.set_blocking(req_w, False)
     return _Helper(pid, req_w, rep_r)
 
 
+def _above_stdio(fd: int) -> int:
+    """fd moved to 3 or above (where 0-2 were closed, a pipe lands there; the helper reuses them)."""
+    if fd > 2:
+        return fd
+    import fcntl
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return high
+
+
+def _die_with(parent: int) -> None:
+    """On Linux, end the helper when its parent ends, even in the middle of a job."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it ended before that took hold
+        os._exit(0)
+
+
 def _serve(requests: int, replies: int, warm: list[str]) -> None:
-    """The helper's life: jobs as they come; warm imports while there are none; EOF ends it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """The helper's life: jobs as they come; warm imports once none waits; EOF ends it."""
     quiet = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(quiet, fd)
+    os.close(quiet)
     buffer = b""
     while True:
         if b"\n" not in buffer:
-            idle = warm and not select.select([requests], [], [], 0)[0]
-            if idle:
+            # A job submitted just after the fork goes before the warm imports.
+            if warm and not select.select([requests], [], [], 0.05)[0]:
                 _import(warm.pop(0))
                 continue
             chunk = os.read(requests, 65536)
@@ -169,11 +252,14 @@ def _serve(requests: int, replies: int, warm: list[str]) -> None:
             continue
         line, _, buffer = buffer.partition(b"\n")
         number, name, args, kwargs = json.loads(line)
-        try:
-            out = json.dumps([number, True, find(name)(*args, **kwargs)], default=str)
-        except Exception:
-            out = json.dumps([number, False, None])
-        data = (out + "\n").encode()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                ok, value = True, json.loads(json.dumps(find(name)(*args, **kwargs), default=str))
+            except Exception:
+                ok, value = False, None
+        shown = [[str(w.message), w.category.__name__] for w in caught]
+        data = (json.dumps([number, ok, value, shown]) + "\n").encode()
         while data:
             data = data[os.write(replies, data):]
 

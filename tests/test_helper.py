@@ -8,51 +8,78 @@ import sys
 import time
 
 from cnnlab import helper
-from cnnlab.data import dataset as data
+from cnnlab.cli import train as cli_train
+from cnnlab.data import dataset as data, sources
+
+START = "from cnnlab import helper\nhelper.allow()\n"
 
 
-def python(code: str, *args: str) -> str:
-    """code in a fresh interpreter (torch not imported: the only kind that forks); its stdout."""
+def python(code: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """code in a fresh interpreter (torch not imported: the only kind that forks)."""
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
 
 
 def test_jobs_run_in_the_helper_in_order_and_failures_come_back_as_none():
-    got = json.loads(python(
+    got = json.loads(python(START + (
         "import json, os\n"
-        "from cnnlab import helper\n"
         "assert helper.start()\n"
         "jobs = [helper.submit('os:getpid'), helper.submit('math:sqrt', 16), helper.submit('math:sqrt', -1),\n"
-        "        helper.submit('builtins:print', 'noise')]\n"
+        "        helper.submit('builtins:print', 'noise'), helper.submit('builtins:divmod', 7, 2)]\n"
         "later_first = jobs[1].result()\n"
-        "print(json.dumps([os.getpid(), later_first, [j.ok() for j in jobs], [j.result() for j in jobs]]))\n"))
+        "print(json.dumps([os.getpid(), later_first, [j.ok() for j in jobs], [j.result() for j in jobs]]))\n")).stdout)
     me, sqrt, oks, values = got
     assert sqrt == 4.0
-    assert oks == [True, True, False, True]
-    assert values[0] != me and values[1:] == [4.0, None, None]  # computed in another process, printing nothing here
+    assert oks == [True, True, False, True, True]
+    assert values[0] != me and values[1:] == [4.0, None, None, [3, 1]]  # another process; a tuple as JSON's list
 
 
 def test_run_does_the_work_here_where_the_helper_fails_or_none_runs():
-    out = python("import os, signal\n"
-                 "from cnnlab import helper\n"
-                 "helper.start()\n"
-                 "try:\n"
-                 "    helper.run('math:sqrt', -1)\n"
-                 "except ValueError as e:\n"
-                 "    print('here:', e)\n"
-                 "os.kill(helper.submit('os:getpid').result(), signal.SIGKILL)\n"
-                 "print(helper.run('os:getpid') == os.getpid())\n")  # the helper is gone
+    out = python(START + (
+        "import os, signal\n"
+        "helper.start()\n"
+        "try:\n"
+        "    helper.run('math:sqrt', -1)\n"
+        "except ValueError as e:\n"
+        "    print('here:', e)\n"
+        "os.kill(helper.submit('os:getpid').result(), signal.SIGKILL)\n"
+        "print(helper.run('os:getpid') == os.getpid())\n")).stdout  # the helper is gone
     assert out == "here: math domain error\nTrue\n"
     assert "torch" in sys.modules  # this process: no helper, everything here
     assert not helper.start() and helper.submit("math:sqrt", 4) is None
     assert helper.run("math:sqrt", 9) == 3.0 and helper.run(os.getpid) == os.getpid()
 
 
-def test_the_helper_imports_its_warm_modules_ignores_sigint_and_ends_with_this_process():
-    out = python(
-        "import os, signal, sys, time\n"
-        "from cnnlab import helper\n"
+def test_only_the_command_forks_a_helper():
+    out = python("from cnnlab import helper\nprint(helper.start())\nhelper.allow()\nprint(helper.start())\n").stdout
+    assert out == "False\nTrue\n"  # main() and library calls, then the console command (cli.run)
+
+
+def test_large_jobs_and_replies_in_both_directions_do_not_block_each_other():
+    out = python(START + (
+        "helper.start()\n"
+        "jobs = [helper.submit('builtins:str', 'x' * 50_000) for _ in range(30)]\n"
+        "print(sum(len(j.result()) for j in jobs))\n"), check=False)
+    assert out.returncode == 0 and out.stdout == f"{30 * 50_000}\n", out.stderr
+
+
+def test_a_jobs_warnings_are_raised_in_this_process():
+    out = python(START + (
+        "import warnings\n"
+        "helper.start()\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    job = helper.submit('warnings:warn', 'from the helper')\n"
+        "    ran = job.ok()\n"
+        "print(ran, [(str(w.message), w.category.__name__) for w in caught])\n")).stdout
+    assert out == "True [('from the helper', 'UserWarning')]\n"
+
+
+def test_the_helper_imports_its_warm_modules_and_ends_with_this_process_even_mid_job():
+    out = python(START + (
+        "import os, sys, time\n"
         "helper.start(warm=['cnnlab.analysis.plots'])\n"
         "pid = helper.submit('os:getpid').result()\n"
         "for _ in range(200):\n"
@@ -61,10 +88,10 @@ def test_the_helper_imports_its_warm_modules_ignores_sigint_and_ends_with_this_p
         "    time.sleep(0.05)\n"
         "else:\n"
         "    raise SystemExit('not warmed')\n"
-        "os.kill(pid, signal.SIGINT)\n"
-        "print(pid, helper.submit('math:sqrt', 25).result(), 'matplotlib' in sys.modules)\n")
-    pid, value, here = out.split()
-    assert value == "5.0" and here == "False"  # alive after SIGINT; matplotlib only there
+        "helper.submit('time:sleep', 60)\n"  # still at it when this process ends
+        "print(pid, 'matplotlib' in sys.modules)\n")).stdout
+    pid, here = out.split()
+    assert here == "False"  # matplotlib only there
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and alive(int(pid)):
         time.sleep(0.05)
@@ -80,33 +107,42 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_the_data_key_from_the_helper_is_the_key_computed_in_place(tiny_folder):
+def test_the_data_key_from_the_helper_is_the_key_computed_in_place(tiny_folder, tmp_path):
+    (tmp_path / "other").mkdir()
     here = data.source_fingerprint(data.resolve(tiny_folder), 32)
-    got = json.loads(python(
-        "import json, sys\n"
-        "from cnnlab import helper\n"
+    got = json.loads(python(START + (
+        "import json, os, sys\n"
         "from cnnlab.data import sources\n"
         "helper.start()\n"
-        "sources.key_ahead(sys.argv[1], 32)\n"
-        "waiting = len(sources._ahead)\n"
-        "src = sources.resolve(sys.argv[1])\n"
-        "print(json.dumps([waiting, sources.source_fingerprint(src, 32), len(sources._ahead),\n"
-        "                  sources.source_fingerprint(src, 64)]))\n", str(tiny_folder)))
-    waiting, key, left, other = got
-    assert waiting == 1 and left == 0  # started, then taken
-    assert key == here
+        "os.chdir(sys.argv[1])\n"  # a relative path, as --data gives it
+        "helper.submit_as(sources.KEY_JOB, sources.key_request, 'tiny', 32, 'crop')\n"
+        "src = sources.resolve('tiny')\n"
+        "first = sources.source_fingerprint(src, 32)\n"
+        "taken = helper.take(sources.KEY_JOB)\n"
+        "helper.submit_as(sources.KEY_JOB, sources.key_request, 'tiny', 32, 'crop')\n"
+        "os.chdir(sys.argv[2])\n"  # the helper keeps its folder: its key names another tiny/
+        "os.symlink(os.path.join(sys.argv[1], 'tiny'), 'tiny')\n"
+        "print(json.dumps([first, taken, sources.source_fingerprint(sources.resolve('tiny'), 64)]))\n"),
+        str(tiny_folder.parent), str(tmp_path / "other")).stdout)
+    first, taken, other = got
+    assert first == here and taken is None  # the helper's key, taken once
     assert other == data.source_fingerprint(data.resolve(tiny_folder), 64) != here  # another size: in place
 
 
-def test_no_dataset_or_no_helper_starts_no_key(tmp_path, tiny_folder):
-    out = python("import sys\n"
-                 "from cnnlab import helper\n"
-                 "from cnnlab.data import sources\n"
-                 "sources.key_ahead(sys.argv[2], 32)\n"  # no helper yet
-                 "helper.start()\n"
-                 "sources.key_ahead(sys.argv[1], 32)\n"
-                 "print(len(sources._ahead))\n", str(tmp_path / "none"), str(tiny_folder))
-    assert out == "0\n"
+def test_the_train_command_submits_the_key_job_sources_takes():
+    assert "data-key" == sources.KEY_JOB
+    assert '"data-key", "cnnlab.data.sources:key_request"' in open(cli_train.__file__).read()
+
+
+def test_no_dataset_gives_no_key(tmp_path):
+    assert sources.key_request(str(tmp_path / "none"), 32, "crop") is None
+
+
+def test_a_bad_data_setting_is_one_line_as_before(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--set", "data=5", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("cnnlab: error: ") and out.stderr.count("\n") == 1, out.stderr
 
 
 def test_the_command_draws_its_curves_in_the_helper(tiny_folder, tmp_path):

@@ -89,7 +89,10 @@ def tune_openmp() -> None:
 
 
 def run() -> None:
-    """The `cnnlab` command and `python -m cnnlab`: main() in a process of its own, then exit."""
+    """The `cnnlab` command and `python -m cnnlab`: main() in a process of its own, then exit.
+    Only here may `cnnlab train` fork its helper process (cnnlab/helper.py)."""
+    from .. import helper
+    helper.allow()
     code = main()
     # Nothing is used again: the last garbage collection of the interpreter's exit can skip
     # every object (torch's thousands of modules among them). It took 0.3 of its 0.4 s.

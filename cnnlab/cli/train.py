@@ -88,14 +88,15 @@ def start_helper(args) -> None:
     from .. import helper
     if not helper.start(warm=["cnnlab.analysis.plots"]) or args.resume or args.seeds is not None:
         return
-    from ..data.sources import key_ahead
     from ..recipes import load_recipe
-    try:  # the key of the data this run asks for; a mistake in the flags is reported later, as before
+    try:  # the key is only a head start: a mistake in the flags is reported later, as without it
         given = overrides(args)
         recipe = load_recipe(args.recipe or "seed")
-        key_ahead(given.get("data"), given.get("image_size", recipe.image_size), given.get("resize", recipe.resize))
     except CnnlabError:
         return
+    data, size, resize = given.get("data"), given.get("image_size", recipe.image_size), given.get("resize", recipe.resize)
+    if (data is None or isinstance(data, str)) and isinstance(size, int) and isinstance(resize, str):
+        helper.submit_as("data-key", "cnnlab.data.sources:key_request", data, size, resize)
 
 
 def _device_name(args, given: dict) -> str:

@@ -84,12 +84,14 @@ def source_fingerprint(src: Source, size: int, spec: cifar.CifarSpec = cifar.OFF
     and for a folder the decoder's identity (resize rule, size, Pillow's version).
 
     See sourcekey.py: content hashes are kept in an index in the cache folder, so an unchanged
-    source costs one stat per file. A key key_ahead() started computing for the same source and
-    settings is taken from its child instead.
+    source costs one stat per file. The key the command's helper computed (key_request) is
+    taken instead where it is for the same source and settings.
     """
-    job = _ahead.pop(_ahead_id(src, size, spec, resize), None)
-    key = job.result() if job is not None else None
-    return key if isinstance(key, str) else _fingerprint(src, size, spec, resize)
+    job = helper.take(KEY_JOB)
+    got = job.result() if job is not None else None
+    if got and got[:4] == [src.kind, str(src.path.resolve()), size, resize] and spec == cifar.OFFICIAL:
+        return got[4]
+    return _fingerprint(src, size, spec, resize)
 
 
 def _fingerprint(src: Source, size: int, spec: cifar.CifarSpec, resize: str) -> str:
@@ -99,31 +101,20 @@ def _fingerprint(src: Source, size: int, spec: cifar.CifarSpec, resize: str) -> 
     return sourcekey.source_key(src.kind, src.path, cache_dir(), extra, tuple(sorted(spec.checked)))
 
 
-# Keys being computed in the command's helper process: (source, settings) -> helper.Job. Filled
-# only by key_ahead(), which only the cnnlab command calls.
-_ahead: dict = {}
+KEY_JOB = "data-key"  # the helper job (cnnlab/helper.py) the train command submits: key_request
 
 
-def _ahead_id(src: Source, size: int, spec: cifar.CifarSpec, resize: str) -> tuple:
-    return src.kind, str(src.path.resolve()), size, repr(spec), resize
+def key_request(path, size: int, resize: str) -> list | None:
+    """[kind, absolute path, size, resize, cache key] of the dataset at path (None: the defaults),
+    for the usual CIFAR-10 spec; None where path holds no dataset (loading then says why).
 
-
-def official_key(kind: str, path: str, size: int, resize: str) -> str:
-    """_fingerprint for CIFAR-10's usual spec, in arguments JSON can carry (the helper's)."""
-    return _fingerprint(Source(kind, Path(path)), size, cifar.OFFICIAL, resize)
-
-
-def key_ahead(path, size: int, resize: str = decode.DEFAULT_RULE) -> None:
-    """Start computing the cache key of the dataset at path (None: the defaults) in the command's
-    helper process (cnnlab/helper.py), for source_fingerprint to take later: with 60,000 files,
-    checking each one's stat takes 0.45 s, which the helper spends while the command imports
-    torch. Nothing happens when the path holds no dataset (loading then says why) or no helper
-    runs. The key is the files' as they were a second earlier: the same race as between any
-    key and the read that follows it."""
+    The train command runs this in its helper process while it imports torch (60,000 stats of
+    CIFAR-10's files: 0.45 s); source_fingerprint takes the key where the source and settings
+    are its own. The files are then read a few seconds after their key was taken, where they
+    would be read a moment after: a change within that window (the same race as between any
+    key and its read, only longer) leaves the cache under the earlier key."""
     try:
         src = resolve(path, download=False)
     except CnnlabError:
-        return
-    job = helper.submit(official_key, src.kind, str(src.path), size, resize)
-    if job is not None:
-        _ahead[_ahead_id(src, size, cifar.OFFICIAL, resize)] = job
+        return None
+    return [src.kind, str(src.path.resolve()), size, resize, _fingerprint(src, size, cifar.OFFICIAL, resize)]

@@ -340,9 +340,10 @@ def _fit(out: Path, cfg: TrainConfig, config: dict, model, d, state: TrainState,
     checkpoints.save_weights(out / "model.safetensors", s.eval_model, {"model": cfg.model})
     source = config["data"]["source"]
     # In the command's helper process where it has one (matplotlib is imported there), else here.
-    helper.run("cnnlab.analysis.plots:plot_curves", str(out / "history.csv"), str(out / "curves.png"), title=f"{out.name}: {cfg.model} on "
-               f"{Path(source).name if source else 'images from Python'}", test_acc=test["acc"],
-               last_epoch_steps=last_steps)
+    where = out.resolve()
+    helper.run("cnnlab.analysis.plots:plot_curves", str(where / "history.csv"), str(where / "curves.png"),
+               title=f"{out.name}: {cfg.model} on {Path(source).name if source else 'images from Python'}",
+               test_acc=test["acc"], last_epoch_steps=last_steps)
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     log(f"Run saved in {out}")
     return {**metrics, "out": str(out)}
