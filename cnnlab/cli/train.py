@@ -40,10 +40,10 @@ def tune_this_process() -> None:
 
 
 def cmd_train(args) -> int:
-    start_helper(args)  # before torch is imported
+    given = overrides(args)
+    start_helper(args, given)  # before torch is imported
     from ..training import distributed
     from ..runs import resume_train, run_train
-    given = overrides(args)
     tune_this_process()
     log = say
     group = args.seeds is not None or (args.resume and _is_group(args.resume))
@@ -78,7 +78,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def start_helper(args) -> None:
+def start_helper(args, given: dict) -> None:
     """The command's helper process (cnnlab/helper.py), forked before torch is imported: it
     computes a new run's data key while this process imports torch, then imports matplotlib,
     so the run's curves are drawn there without waiting for it. Not under --nproc or torchrun:
@@ -89,8 +89,7 @@ def start_helper(args) -> None:
     if not helper.start(warm=["cnnlab.analysis.plots"]) or args.resume or args.seeds is not None:
         return
     from ..recipes import load_recipe
-    try:  # the key is only a head start: a mistake in the flags is reported later, as without it
-        given = overrides(args)
+    try:  # the key is only a head start: a mistake in the recipe is reported later, as without it
         recipe = load_recipe(args.recipe or "seed")
     except CnnlabError:
         return

@@ -10,7 +10,6 @@ own files from a user's.
 """
 from __future__ import annotations
 
-
 import numpy as np
 from PIL import Image
 
