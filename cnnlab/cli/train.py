@@ -86,8 +86,17 @@ def start_helper(args, given: dict) -> None:
     if args.nproc is not None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
         return
     from .. import helper
-    if not helper.start(warm=["cnnlab.analysis.plots"]) or args.resume or args.seeds is not None:
+    if not helper.start(warm=["cnnlab.analysis.plots"]):
         return
+    if not args.resume and args.seeds is None:
+        _submit_key(args, given)
+    # the compiled kernels (network/kernels), where this machine has no build of them yet: after the
+    # key, which the command waits for first
+    helper.submit_as("kernels", "cnnlab.network.kernels.build:prebuild")
+
+
+def _submit_key(args, given: dict) -> None:
+    from .. import helper
     from ..recipes import load_recipe
     try:  # the key is only a head start: a mistake in the recipe is reported later, as without it
         recipe = load_recipe(args.recipe or "seed")

@@ -1,0 +1,308 @@
+/* A 3x3 convolution ('same', stride 1) with its bias, 2x2 max pooling (stride 2) and ReLU, as one
+ * pass over channels-last (NHWC) fp32 maps, and its backward pass through the pooling's winners.
+ *
+ * Forward: each pooling window's four conv outputs are summed in registers (16 output channels at a
+ * time), the window's maximum and its position are kept, and the 32x32 conv map is never stored.
+ * Backward: a pooled output's gradient reaches only the window position that won, and only where
+ * the ReLU passed it, so the weight and input gradients are sums over those positions alone: a
+ * quarter or less of a dense convolution's backward work, the same sums in another order.
+ *
+ * Images are split into fixed chunks with their own partial weight gradients, added in chunk order,
+ * so the results do not depend on the thread count. Ties in a window go to the first position in
+ * row-major order, and a NaN wins, as in ATen's max_pool2d.
+ */
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK 8 /* images per partial weight gradient */
+
+/* 1 where the kernels run on OpenMP threads (the compiler had it), else 0: one thread */
+int pooled_conv_threaded(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static float *scratch(size_t floats) {
+    size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    return (float *)aligned_alloc(64, bytes ? bytes : 64);
+}
+
+/* x (h, w, c) into xp (h + 2, w + 2, c) with a zero border */
+static void pad(const float *restrict x, float *restrict xp, int h, int w, int c) {
+    size_t row = (size_t)(w + 2) * c;
+    memset(xp, 0, row * sizeof(float));
+    memset(xp + (size_t)(h + 1) * row, 0, row * sizeof(float));
+    for (int y = 0; y < h; y++) {
+        float *r = xp + (size_t)(y + 1) * row;
+        memset(r, 0, c * sizeof(float));
+        memcpy(r + c, x + (size_t)y * w * c, (size_t)w * c * sizeof(float));
+        memset(r + (size_t)(w + 1) * c, 0, c * sizeof(float));
+    }
+}
+
+/* the larger of m and a where a > m or a is NaN (ATen's rule), and its position p */
+#define TAKE(m, i, a, p)                                                                     \
+    do {                                                                                     \
+        __m256 t_ = _mm256_or_ps(_mm256_cmp_ps(a, m, _CMP_GT_OQ), _mm256_cmp_ps(a, a, _CMP_UNORD_Q)); \
+        m = _mm256_blendv_ps(m, a, t_);                                                      \
+        i = _mm256_blendv_ps(i, _mm256_set1_ps(p), t_);                                      \
+    } while (0)
+
+/* d[r * ds + k] += gv * s[r * ss + k] for 3 rows r and k < len; a literal len unrolls the rows */
+#define ROWS(d, ds, s, ss, gv, len)                                                          \
+    do {                                                                                     \
+        for (int r_ = 0; r_ < 3; r_++)                                                       \
+            for (int k_ = 0; k_ < (len); k_++) (d)[r_ * (ds) + k_] += (gv) * (s)[r_ * (ss) + k_]; \
+    } while (0)
+
+/* res[2 p], res[2 p + 1] = the conv's 16 output channels (wf, bias: from the first of them) at NP
+ * neighbouring pixels of one row, in is the top-left of the first pixel's 3x3 patch; the sums stay
+ * in registers (2 NP of them: 12 for NP = 6, enough to cover the FMA units' latency). */
+#define CONV_ROW(NP)                                                                         \
+    static inline __attribute__((always_inline)) void conv_row##NP(                          \
+        const float *in, const float *wf, const float *bias, int cin, int cout, int rs, __m256 *res) { \
+        __m256 acc[2 * (NP)];                                                                \
+        for (int p = 0; p < 2 * (NP); p++) acc[p] = _mm256_setzero_ps();                     \
+        for (int ky = 0; ky < 3; ky++)                                                       \
+            for (int kx = 0; kx < 3; kx++) {                                                 \
+                const float *wr = wf + (size_t)((ky * 3 + kx) * cin) * cout;                 \
+                const float *ip = in + ky * rs + kx * cin;                                   \
+                for (int c = 0; c < cin; c++) {                                              \
+                    const __m256 w0 = _mm256_loadu_ps(wr + (size_t)c * cout);                \
+                    const __m256 w1 = _mm256_loadu_ps(wr + (size_t)c * cout + 8);            \
+                    for (int p = 0; p < (NP); p++) {                                         \
+                        const __m256 v = _mm256_broadcast_ss(ip + p * cin + c);              \
+                        acc[2 * p] = _mm256_fmadd_ps(v, w0, acc[2 * p]);                     \
+                        acc[2 * p + 1] = _mm256_fmadd_ps(v, w1, acc[2 * p + 1]);             \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        const __m256 bl = _mm256_loadu_ps(bias), bh = _mm256_loadu_ps(bias + 8);            \
+        for (int p = 0; p < (NP); p++) {                                                     \
+            res[2 * p] = _mm256_add_ps(acc[2 * p], bl);                                      \
+            res[2 * p + 1] = _mm256_add_ps(acc[2 * p + 1], bh);                              \
+        }                                                                                    \
+    }
+CONV_ROW(2)
+CONV_ROW(4)
+CONV_ROW(6)
+
+/* One window's 16 channels: the maximum of its four conv outputs (t: its top row's two pixels,
+ * u: the bottom row's) and where it was, then the ReLU */
+static inline __attribute__((always_inline)) void emit(const __m256 *t, const __m256 *u, float *out, uint8_t *arg) {
+    __m256 a0 = t[0], b0 = t[1], il = _mm256_setzero_ps(), ih = il;
+    TAKE(a0, il, t[2], 1.0f); TAKE(b0, ih, t[3], 1.0f);
+    TAKE(a0, il, u[0], 2.0f); TAKE(b0, ih, u[1], 2.0f);
+    TAKE(a0, il, u[2], 3.0f); TAKE(b0, ih, u[3], 3.0f);
+    const __m256 z = _mm256_setzero_ps(); /* max(0, m) keeps a NaN m, as torch.relu does */
+    _mm256_storeu_ps(out, _mm256_max_ps(z, a0));
+    _mm256_storeu_ps(out + 8, _mm256_max_ps(z, b0));
+    if (arg) {
+        __m256i p = _mm256_packs_epi32(_mm256_cvttps_epi32(il), _mm256_cvttps_epi32(ih));
+        p = _mm256_permute4x64_epi64(p, 0xD8);
+        _mm_storeu_si128((__m128i *)arg, _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));
+    }
+}
+
+/* NW neighbouring windows from window column px of window row py, output channels ob..ob+15 */
+#define WINDOWS(NW)                                                                          \
+    do {                                                                                     \
+        __m256 t[4 * (NW)], u[4 * (NW)];                                                     \
+        const float *top = xp + (size_t)(2 * py) * rs + (size_t)(2 * px) * cin;              \
+        conv_row##NW##_(top, wf + ob, bias + ob, cin, cout, rs, t);                           \
+        conv_row##NW##_(top + rs, wf + ob, bias + ob, cin, cout, rs, u);                      \
+        for (int k = 0; k < (NW); k++) {                                                     \
+            size_t o = (((size_t)b * ho + py) * wo + px + k) * cout + ob;                    \
+            emit(t + 4 * k, u + 4 * k, out + o, arg ? arg + o : NULL);                       \
+        }                                                                                    \
+    } while (0)
+#define conv_row1_ conv_row2
+#define conv_row2_ conv_row4
+#define conv_row3_ conv_row6
+
+/* x: (n, h, w, cin); wf: (3, 3, cin, cout); bias: (cout); out: (n, h/2, w/2, cout), ReLU applied;
+ * arg: (n, h/2, w/2, cout) window positions 0..3, or NULL. cout is a multiple of 16. */
+void pooled_conv_forward(const float *x, const float *wf, const float *bias, float *out, uint8_t *arg,
+                         int n, int h, int w, int cin, int cout, int threads) {
+    const int ho = h / 2, wo = w / 2, wp = w + 2, rs = wp * cin; /* rs: a padded row */
+#pragma omp parallel num_threads(threads)
+    {
+        float *xp = scratch((size_t)(h + 2) * rs);
+#pragma omp for schedule(static)
+        for (int b = 0; b < n; b++) {
+            pad(x + (size_t)b * h * w * cin, xp, h, w, cin);
+            for (int py = 0; py < ho; py++)
+                for (int ob = 0; ob < cout; ob += 16) {
+                    int px = 0;
+                    for (; px + 3 <= wo; px += 3) WINDOWS(3);
+                    if (px + 2 <= wo) { WINDOWS(2); px += 2; }
+                    if (px < wo) WINDOWS(1);
+                }
+        }
+        free(xp);
+    }
+}
+
+/* A channel's weight gradient summed in registers over the image's windows: for rows r in
+ * [R0, R0 + NR) and vectors j < NV of each, wr[r * kr + 8 j ...] += sum over the cnt windows of
+ * gv * xp[at + r * rs + 8 j ...] (gl, at: the channel's column of gms, ats). NR and NV are
+ * literals, so the sums stay in registers. */
+#define GATHER(NR, NV, R0) GATHER_AT(NR, NV, R0, 0)
+#define GATHER_AT(NR, NV, R0, J0) /* the same from vector J0 of each row */                  \
+    do {                                                                                     \
+        __m256 acc[(NR) * (NV)];                                                             \
+        for (int r = 0; r < (NR); r++)                                                       \
+            for (int j = 0; j < (NV); j++)                                                   \
+                acc[r * (NV) + j] = _mm256_load_ps(wr + ((R0) + r) * kr + 8 * ((J0) + j));   \
+        for (int i = 0; i < cnt; i++) {                                                      \
+            const __m256 v = _mm256_broadcast_ss(gl + (size_t)i * cout);                     \
+            const float *src = xp + at[(size_t)i * cout] + (R0) * rs + 8 * (J0);             \
+            for (int r = 0; r < (NR); r++)                                                   \
+                for (int j = 0; j < (NV); j++)                                               \
+                    acc[r * (NV) + j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(src + r * rs + 8 * j), acc[r * (NV) + j]); \
+        }                                                                                    \
+        for (int r = 0; r < (NR); r++)                                                       \
+            for (int j = 0; j < (NV); j++)                                                   \
+                _mm256_store_ps(wr + ((R0) + r) * kr + 8 * ((J0) + j), acc[r * (NV) + j]);   \
+    } while (0)
+
+/* One image's share of the backward pass, added to pw (weight gradient rows of kr) and pb (bias
+ * gradient); dx of the image where dxp is given. Kept out of the OpenMP region so that its sizes
+ * and pointers are plain locals in registers. */
+static void backward_image(const float *restrict x, const float *restrict g, const float *restrict out,
+                           const uint8_t *restrict arg, const float *restrict wd, float *restrict dx,
+                           float *restrict pw, float *restrict pb, float *restrict xp, float *restrict dxp,
+                           int *restrict ats, float *restrict gms,
+                           const int h, const int w, const int cin, const int cout) {
+    const int ho = h / 2, wo = w / 2, rs = (w + 2) * cin, k3 = 3 * cin, kw = 9 * cin, nq = ho * wo;
+    const int kr = (k3 + 7) / 8 * 8, nv = kr / 8;
+    pad(x, xp, h, w, cin);
+    /* each window and channel: the gradient where the ReLU passed it (else 0) and where its
+     * window's winner sits in xp, 8 channels at a time */
+    const __m256i one = _mm256_set1_epi32(1), rsv = _mm256_set1_epi32(rs), cinv = _mm256_set1_epi32(cin);
+    for (int py = 0; py < ho; py++)
+        for (int px = 0; px < wo; px++) {
+            const size_t o = ((size_t)py * wo + px) * cout;
+            const __m256i corner = _mm256_set1_epi32(2 * py * rs + 2 * px * cin);
+            for (int c8 = 0; c8 < cout; c8 += 8) {
+                const __m256 on = _mm256_cmp_ps(_mm256_loadu_ps(out + o + c8), _mm256_setzero_ps(), _CMP_GT_OQ);
+                _mm256_storeu_ps(gms + o + c8, _mm256_and_ps(_mm256_loadu_ps(g + o + c8), on));
+                const __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(arg + o + c8)));
+                const __m256i at = _mm256_add_epi32(corner, _mm256_add_epi32(
+                    _mm256_mullo_epi32(_mm256_srli_epi32(a, 1), rsv), _mm256_mullo_epi32(_mm256_and_si256(a, one), cinv)));
+                _mm256_storeu_si256((__m256i *)(ats + o + c8), at);
+            }
+        }
+    if (dxp) { /* per window: the channels grouped by their winner, each group summed in registers */
+        memset(dxp, 0, (size_t)(h + 2) * rs * sizeof(float));
+        int who[4 * cout], nc[4];
+        float gs[4 * cout];
+        for (int q = 0; q < nq; q++) {
+            const size_t o = (size_t)q * cout;
+            nc[0] = nc[1] = nc[2] = nc[3] = 0;
+            for (int co = 0; co < cout; co++) {
+                const int p = arg[o + co], k = p * cout + nc[p];
+                who[k] = co;
+                gs[k] = gms[o + co];
+                nc[p] += gms[o + co] != 0.0f;
+            }
+            const int corner = 2 * (q / wo) * rs + 2 * (q % wo) * cin;
+            for (int p = 0; p < 4; p++) {
+                float *restrict dr = dxp + corner + (p >> 1) * rs + (p & 1) * cin;
+                const int *wp = who + p * cout;
+                const float *gp = gs + p * cout;
+                if (k3 == 48) {
+                    for (int ky = 0; ky < 3; ky++) {
+                        __m256 acc[6];
+                        for (int j = 0; j < 6; j++) acc[j] = _mm256_loadu_ps(dr + ky * rs + 8 * j);
+                        for (int i = 0; i < nc[p]; i++) {
+                            const __m256 v = _mm256_broadcast_ss(gp + i);
+                            const float *wk = wd + (size_t)wp[i] * kw + ky * 48;
+                            for (int j = 0; j < 6; j++) acc[j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(wk + 8 * j), acc[j]);
+                        }
+                        for (int j = 0; j < 6; j++) _mm256_storeu_ps(dr + ky * rs + 8 * j, acc[j]);
+                    }
+                } else {
+                    for (int i = 0; i < nc[p]; i++) {
+                        const float *restrict wk = wd + (size_t)wp[i] * kw;
+                        const float gv = gp[i];
+                        ROWS(dr, rs, wk, k3, gv, k3);
+                    }
+                }
+            }
+        }
+    }
+    const int cnt = nq;
+    for (int co = 0; co < cout; co++) {
+        const int *at = ats + co;
+        const float *gl = gms + co;
+        float *wr = pw + (size_t)co * 3 * kr;
+        for (int i = 0; i < cnt; i++) pb[co] += gl[(size_t)i * cout];
+        if (nv == 1) GATHER(3, 1, 0);
+        else if (nv == 2) GATHER(3, 2, 0);
+        else if (nv == 3) GATHER(3, 3, 0);
+        else if (nv == 4) GATHER(3, 4, 0);
+        else if (nv == 6) { GATHER(1, 6, 0); GATHER(1, 6, 1); GATHER(1, 6, 2); }
+        else /* other widths: one vector at a time */
+            for (int ky = 0; ky < 3; ky++)
+                for (int j0 = 0; j0 < nv; j0++) GATHER_AT(1, 1, ky, j0);
+    }
+    if (dxp)
+        for (int y = 0; y < h; y++)
+            memcpy(dx + (size_t)y * w * cin, dxp + (size_t)(y + 1) * rs + cin, (size_t)w * cin * sizeof(float));
+}
+
+/* The backward pass of pooled_conv_forward. g: the gradient of out; x, out, arg as in the forward.
+ * wd: (cout, 3, 3, cin) and dx: (n, h, w, cin), both NULL where no input gradient is wanted.
+ * dw: (cout, 3, 3, cin) and db: (cout), overwritten.
+ * Each image's winners (window positions the ReLU passed) are listed per output channel; the weight
+ * gradient of a channel is then summed in registers over its list, 8 taps-by-channels at a time
+ * (rows of 3 * cin rounded up to 8: the extra lanes read neighbouring values and are dropped). */
+void pooled_conv_backward(const float *x, const float *g, const float *out, const uint8_t *arg,
+                          const float *wd, float *dx, float *dw, float *db,
+                          int n, int h, int w, int cin, int cout, int threads) {
+    const int ho = h / 2, wo = w / 2, k3 = 3 * cin, kw = 9 * cin, nq = ho * wo;
+    const int kr = (k3 + 7) / 8 * 8;
+    const size_t padded = (size_t)(h + 2) * (w + 2) * cin, pooled = (size_t)nq * cout;
+    const int chunks = (n + CHUNK - 1) / CHUNK;
+    const size_t part = ((size_t)cout * 3 * kr + cout + 15) / 16 * 16; /* a chunk's dw rows, then db */
+    float *parts = scratch((size_t)chunks * part);
+#pragma omp parallel num_threads(threads)
+    {
+        float *xp = scratch(padded + kr), *dxp = dx ? scratch(padded) : NULL;
+        int *ats = (int *)scratch(pooled);
+        float *gms = scratch(pooled);
+        memset(xp + padded, 0, kr * sizeof(float)); /* the slack the last row's extra lanes read */
+#pragma omp for schedule(dynamic, 1)
+        for (int ch = 0; ch < chunks; ch++) {
+            float *pw = parts + (size_t)ch * part;
+            memset(pw, 0, part * sizeof(float));
+            const int end = (ch + 1) * CHUNK < n ? (ch + 1) * CHUNK : n;
+            for (int b = ch * CHUNK; b < end; b++)
+                backward_image(x + (size_t)b * h * w * cin, g + b * pooled, out + b * pooled, arg + b * pooled,
+                               wd, dx ? dx + (size_t)b * h * w * cin : NULL, pw, pw + (size_t)cout * 3 * kr,
+                               xp, dxp, ats, gms, h, w, cin, cout);
+        }
+        free(xp);
+        free(dxp);
+        free(ats);
+        free(gms);
+    }
+    for (int co = 0; co < cout; co++) {
+        for (int ky = 0; ky < 3; ky++)
+            for (int k = 0; k < k3; k++) {
+                float s = 0.0f;
+                for (int ch = 0; ch < chunks; ch++) s += parts[(size_t)ch * part + ((size_t)co * 3 + ky) * kr + k];
+                dw[(size_t)co * kw + ky * k3 + k] = s;
+            }
+        float s = 0.0f;
+        for (int ch = 0; ch < chunks; ch++) s += parts[(size_t)ch * part + (size_t)cout * 3 * kr + co];
+        db[co] = s;
+    }
+    free(parts);
+}

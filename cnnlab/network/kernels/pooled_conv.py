@@ -1,0 +1,111 @@
+"""relu(max_pool2d(conv2d(x, w, b, padding=1), 2)) on the CPU in fp32 as one compiled pass, and
+its backward through the pooling's winners only (pooled_conv.c says how).
+
+    if usable(x, conv, pool, modules):
+        y = pooled_conv_relu(x, conv.weight, conv.bias)      # (N, C_out, H/2, W/2), channels_last
+
+The outputs are ATen's; the gradients are the same sums added in another order (they agree to
+fp32 rounding), and they do not depend on the thread count. Where the compiled library is missing,
+turned off, or the layers are not exactly conv 3x3 'same' + max pool 2 (or anything watches the
+layers: hooks, tracing, autocast), usable() is False and the caller runs ATen's operators.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import torch
+import torch.nn as nn
+from torch.autograd.function import once_differentiable
+
+from .build import library
+
+_P, _I = ctypes.c_void_p, ctypes.c_int
+
+
+def _lib() -> ctypes.CDLL | None:
+    lib = library("pooled_conv.c")
+    if lib is not None and not getattr(lib, "_typed", False):
+        lib.pooled_conv_forward.argtypes = [_P] * 5 + [_I] * 6
+        lib.pooled_conv_forward.restype = None
+        lib.pooled_conv_backward.argtypes = [_P] * 8 + [_I] * 6
+        lib.pooled_conv_backward.restype = None
+        lib.pooled_conv_threaded.restype = _I
+        lib._threaded = bool(lib.pooled_conv_threaded())
+        lib._typed = True
+    return lib
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else t.data_ptr()
+
+
+def _watched(modules) -> bool:
+    """Whether a hook would see these modules' forward or backward (inspection, summaries, Captum)."""
+    g = nn.modules.module
+    if g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks \
+            or g._global_backward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in modules)
+
+
+def usable(x: torch.Tensor, conv: nn.Conv2d, pool: nn.Module, modules=()) -> bool:
+    """Whether conv -> max pool -> ReLU on x can run compiled, with ATen's results."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() \
+            or torch.is_autocast_enabled("cpu"):
+        return False  # an exported or compiled graph records ATen's operators; autocast asks for bf16
+    if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+            and x.shape[2] >= 2 and x.shape[3] >= 2 and x.numel() > 0):
+        return False
+    if not (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding in ((1, 1), "same")
+            and conv.padding_mode == "zeros" and conv.bias is not None and conv.out_channels % 16 == 0
+            and conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu"):
+        return False
+    if not (type(pool) is nn.MaxPool2d and pool.kernel_size in (2, (2, 2)) and pool.stride in (2, (2, 2))
+            and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
+            and not pool.return_indices):
+        return False
+    if _watched((conv, pool, *modules)):
+        return False
+    lib = _lib()  # built without OpenMP, it runs one thread: no faster than ATen's two
+    return lib is not None and (lib._threaded or torch.get_num_threads() == 1)
+
+
+class _PooledConvReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, train):
+        lib = _lib()
+        x = x.contiguous(memory_format=torch.channels_last)
+        n, cin, h, w = x.shape
+        cout = weight.shape[0]
+        out = torch.empty((n, cout, h // 2, w // 2), memory_format=torch.channels_last)
+        arg = torch.empty((n, h // 2, w // 2, cout), dtype=torch.uint8) if train else None
+        wf = weight.detach().permute(2, 3, 1, 0).contiguous()  # (ky, kx, cin, cout)
+        lib.pooled_conv_forward(_ptr(x), _ptr(wf), _ptr(bias.detach().contiguous()), _ptr(out), _ptr(arg),
+                                n, h, w, cin, cout, torch.get_num_threads())
+        if train:
+            ctx.save_for_backward(x, weight, out, arg)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        x, weight, out, arg = ctx.saved_tensors
+        n, cin, h, w = x.shape
+        cout = weight.shape[0]
+        g = g.contiguous(memory_format=torch.channels_last)
+        want_dx = ctx.needs_input_grad[0]
+        wd = weight.detach().permute(0, 2, 3, 1).contiguous() if want_dx else None  # (cout, ky, kx, cin)
+        dx = torch.empty((n, cin, h, w), memory_format=torch.channels_last) if want_dx else None
+        dw = torch.empty((cout, 3, 3, cin))
+        db = torch.empty(cout)
+        _lib().pooled_conv_backward(_ptr(x), _ptr(g), _ptr(out), _ptr(arg), _ptr(wd), _ptr(dx), _ptr(dw),
+                                    _ptr(db), n, h, w, cin, cout, torch.get_num_threads())
+        return dx, dw.permute(0, 3, 1, 2).contiguous(), db, None
+
+
+def pooled_conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """relu(max_pool2d(conv2d(x, weight, bias, padding=1), 2)), compiled (check usable() first)."""
+    train = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad)
+    return _PooledConvReLU.apply(x, weight, bias, train)

@@ -1,0 +1,188 @@
+"""The compiled conv -> max pool -> ReLU pass (cnnlab/network/kernels) against ATen's own layers,
+its fallbacks, and where the seed network uses it."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnnlab.network.kernels import build, pooled_conv_relu, usable
+from cnnlab.network.models import create
+
+# The machines cnnlab is tested on have a C compiler; where one is missing the kernels are skipped
+# by design (and the fallback tests below still run).
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler: the kernels fall back to ATen")
+
+
+def aten(x, w, b):
+    return F.relu(F.max_pool2d(F.conv2d(x, w, b, padding=1), 2))
+
+
+def both(x, w, b, g):
+    """Output and the gradients of x, w and b, by the compiled pass and by ATen."""
+    out = []
+    for fn in (pooled_conv_relu, aten):
+        xs, ws, bs = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
+        y = fn(xs, ws, bs)
+        y.backward(g)
+        out.append((y.detach(), xs.grad, ws.grad, bs.grad))
+    return out
+
+
+def graph(t) -> set[str]:
+    """The names of the autograd nodes behind t."""
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and type(node).__name__ not in seen:
+            seen.add(type(node).__name__)
+            todo.extend(n for n, _ in node.next_functions)
+    return seen
+
+
+def close(a, b, scale=1.0):
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
+@needs_cc
+def test_the_library_builds_here():
+    assert build.library() is not None  # a build failure on a machine with a compiler is a defect
+
+
+@needs_cc
+@pytest.mark.parametrize("n,cin,cout,h,w", [(128, 3, 16, 32, 32), (64, 16, 32, 16, 16), (5, 1, 16, 15, 17),
+                                           (9, 16, 48, 7, 6), (1, 4, 32, 2, 2), (17, 3, 16, 11, 8)])
+def test_outputs_and_gradients_are_atens(n, cin, cout, h, w):
+    torch.manual_seed(n + cin + h)
+    x = torch.randn(n, cin, h, w).contiguous(memory_format=torch.channels_last)
+    w_ = torch.randn(cout, cin, 3, 3) * 0.3
+    b = torch.randn(cout) * 0.1
+    g = torch.randn(n, cout, h // 2, w // 2)
+    (y, dx, dw, db), (ry, rdx, rdw, rdb) = both(x, w_, b, g)
+    assert y.shape == ry.shape
+    close(y, ry)
+    close(dx, rdx)
+    close(dw, rdw, scale=rdw.abs().max().item())
+    close(db, rdb, scale=rdb.abs().max().item())
+
+
+@needs_cc
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 10), cin=st.integers(1, 20), blocks=st.integers(1, 3), h=st.integers(2, 13),
+       w=st.integers(2, 13), seed=st.integers(0, 2**16))
+def test_any_shape_agrees_with_aten(n, cin, blocks, h, w, seed):
+    torch.manual_seed(seed)
+    x = torch.randn(n, cin, h, w)  # NCHW in: the pass takes any layout
+    w_ = torch.randn(16 * blocks, cin, 3, 3) * 0.3
+    b = torch.randn(16 * blocks) * 0.1
+    g = torch.randn(n, 16 * blocks, h // 2, w // 2)
+    (y, dx, dw, db), (ry, rdx, rdw, rdb) = both(x, w_, b, g)
+    close(y, ry)
+    close(dx, rdx)
+    close(dw, rdw, scale=max(1.0, rdw.abs().max().item()))
+    close(db, rdb, scale=max(1.0, rdb.abs().max().item()))
+
+
+@needs_cc
+def test_ties_and_dead_units_send_the_gradient_where_aten_does():
+    """Zero images make every window a tie (the first position wins, as in ATen) and a negative
+    bias turns the ReLU off (no gradient at all)."""
+    x = torch.zeros(4, 3, 8, 8)
+    x[0, :, 2:4, 2:4] = 1.0  # one window with a winner, the rest ties
+    w_ = torch.ones(16, 3, 3, 3) * 0.1
+    b = torch.linspace(-0.5, 0.5, 16)
+    g = torch.randn(4, 16, 4, 4)
+    (y, dx, dw, db), (ry, rdx, rdw, rdb) = both(x, w_, b, g)
+    close(y, ry)
+    close(dx, rdx)
+    close(dw, rdw)
+    assert torch.equal(db, rdb) or torch.allclose(db, rdb, rtol=1e-6)
+    assert db[:8].abs().sum() == 0 or (b[:8] <= 0).all()  # a unit the ReLU stops gets no gradient
+
+
+@needs_cc
+def test_the_results_do_not_depend_on_the_thread_count():
+    torch.manual_seed(0)
+    x = torch.randn(37, 16, 16, 16).contiguous(memory_format=torch.channels_last)
+    w_, b, g = torch.randn(32, 16, 3, 3) * 0.2, torch.randn(32) * 0.1, torch.randn(37, 32, 8, 8)
+    before, seen = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            seen.append(both(x, w_, b, g)[0])
+    finally:
+        torch.set_num_threads(before)
+    for other in seen[1:]:
+        assert all(torch.equal(a, c) for a, c in zip(seen[0], other))
+
+
+@needs_cc
+def test_the_seed_network_trains_through_it_and_agrees_with_atens_layers(monkeypatch):
+    torch.manual_seed(0)
+    model = create("seed").to(memory_format=torch.channels_last)
+    x = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (16,))
+    loss = F.cross_entropy(model(x), y)
+    assert "_PooledConvReLUBackward" in graph(loss)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    monkeypatch.setenv("CNNLAB_KERNELS", "0")
+    ref = F.cross_entropy(model(x), y)
+    ref_grads = torch.autograd.grad(ref, list(model.parameters()))
+    close(loss, ref)
+    for a, r in zip(grads, ref_grads):
+        close(a, r, scale=r.abs().max().item())
+
+
+def test_turned_off_or_without_a_compiler_the_network_runs_atens_layers(monkeypatch, tmp_path):
+    x = torch.randn(2, 3, 32, 32)
+    conv, pool = nn.Conv2d(3, 16, 3, padding=1), nn.MaxPool2d(2)
+    monkeypatch.setenv("CNNLAB_KERNELS", "0")
+    assert build.library() is None and not usable(x, conv, pool)
+    monkeypatch.setenv("CNNLAB_KERNELS", "1")
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(build, "_loaded", {})
+    assert build.library() is None and build.prebuild() is None and not usable(x, conv, pool)
+    monkeypatch.setenv("CC", "false")  # a compiler that fails: remembered, not tried again
+    monkeypatch.setattr(build, "_loaded", {})
+    assert build.library() is None and list((tmp_path / "kernels").glob("*.failed"))
+    torch.manual_seed(0)
+    model = create("seed")
+    out = model(x)
+    assert out.shape == (2, 10) and "MaxPool2DWithIndicesBackward0" in graph(out)
+    assert "_PooledConvReLUBackward" not in graph(out)
+
+
+@needs_cc
+def test_layers_it_cannot_stand_for_keep_atens():
+    x = torch.randn(2, 3, 16, 16)
+    pool = nn.MaxPool2d(2)
+    assert usable(x, nn.Conv2d(3, 16, 3, padding=1), pool)
+    assert usable(x, nn.Conv2d(3, 16, 3, padding="same"), pool)
+    assert not usable(x, nn.Conv2d(3, 12, 3, padding=1), pool)  # not a multiple of 16 channels
+    assert not usable(x, nn.Conv2d(3, 16, 5, padding=2), pool)
+    assert not usable(x, nn.Conv2d(3, 16, 3, padding=0), pool)
+    assert not usable(x, nn.Conv2d(3, 16, 3, padding=1, bias=False), pool)
+    assert not usable(x, nn.Conv2d(3, 16, 3, padding=1, stride=2), pool)
+    assert not usable(x, nn.Conv2d(3, 16, 3, padding=1), nn.MaxPool2d(3))
+    assert not usable(x, nn.Conv2d(3, 16, 3, padding=1), nn.AvgPool2d(2))
+    assert not usable(x.double(), nn.Conv2d(3, 16, 3, padding=1).double(), pool)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not usable(x, nn.Conv2d(3, 16, 3, padding=1), pool)
+
+
+@needs_cc
+def test_a_hook_on_a_layer_sees_it_run():
+    """Inspection and summaries hook the layers: then they run as layers, and the hook sees them."""
+    model = create("seed")
+    seen = []
+    handle = model.conv1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    out = model(torch.randn(3, 3, 32, 32))
+    handle.remove()
+    assert seen == [(3, 16, 32, 32)]
+    assert sum(name == "_PooledConvReLUBackward" for name in graph(out)) == 1  # conv2 still compiled
