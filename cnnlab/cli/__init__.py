@@ -24,10 +24,12 @@ A reader that goes away (cnnlab summary --json | head) ends any command quietly,
 from __future__ import annotations
 
 import argparse
+import atexit
 import difflib
 import gc
 import os
 import sys
+import threading
 import traceback
 import warnings
 
@@ -97,6 +99,22 @@ def run() -> None:
     # Nothing is used again: the last garbage collection of the interpreter's exit can skip
     # every object (torch's thousands of modules among them). It took 0.3 of its 0.4 s.
     gc.freeze()
+    leave(code)
+
+
+def leave(code: int) -> None:
+    """End the process with code. Where this is its only thread: the atexit functions run and
+    the standard streams are flushed, as at any exit, and then the process ends without tearing
+    down the interpreter's modules and objects one by one (after `cnnlab train`, 0.19 s of a
+    normal exit; 0.09 s this way). Otherwise, or where a stream cannot be flushed, a normal exit."""
+    if isinstance(code, int) and threading.active_count() == 1:
+        try:
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - the normal exit reports it as it would have
+            raise SystemExit(code) from None
+        os._exit(code)
     raise SystemExit(code)
 
 
