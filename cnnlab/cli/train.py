@@ -80,8 +80,9 @@ def cmd_train(args) -> int:
 
 def start_helper(args, given: dict) -> None:
     """The command's helper process (cnnlab/helper.py), forked before torch is imported: it
-    computes a new run's data key while this process imports torch, then imports matplotlib,
-    so the run's curves are drawn there without waiting for it. Not under --nproc or torchrun:
+    computes a new run's data key while this process imports torch, builds the compiled kernels
+    where this machine has none yet, then imports matplotlib, so the run's curves are drawn there
+    without waiting for it. Not under --nproc or torchrun:
     there each process would start one for a chore only the first does."""
     if args.nproc is not None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
         return
