@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnlab.network.kernels import build, pooled_conv_relu, usable
+from cnnlab.network.kernels import build, pooled_conv, pooled_conv_relu, usable
 from cnnlab.network.models import create
 
 # The machines cnnlab is tested on have a C compiler; where one is missing the kernels are skipped
@@ -23,26 +23,33 @@ def aten(x, w, b):
     return F.relu(F.max_pool2d(F.conv2d(x, w, b, padding=1), 2))
 
 
-def both(x, w, b, g):
-    """Output and the gradients of x, w and b, by the compiled pass and by ATen."""
+def aten_pool(x, w, b):
+    return F.max_pool2d(F.conv2d(x, w, b, padding=1), 2)
+
+
+def both(x, w, b, g, relu=True):
+    """Output and the gradients of x, w and b (None: no bias), by the compiled pass and by ATen:
+    conv -> max pool -> ReLU, or without the ReLU."""
     out = []
-    for fn in (pooled_conv_relu, aten):
-        xs, ws, bs = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
+    for fn in ((pooled_conv_relu, aten) if relu else (pooled_conv, aten_pool)):
+        xs, ws = (t.detach().clone().requires_grad_(True) for t in (x, w))
+        bs = None if b is None else b.detach().clone().requires_grad_(True)
         y = fn(xs, ws, bs)
         y.backward(g)
-        out.append((y.detach(), xs.grad, ws.grad, bs.grad))
+        out.append((y.detach(), xs.grad, ws.grad, None if bs is None else bs.grad))
     return out
 
 
 def graph(t) -> set[str]:
     """The names of the autograd nodes behind t."""
-    seen, todo = set(), [t.grad_fn]
+    names, visited, todo = set(), set(), [t.grad_fn]
     while todo:
         node = todo.pop()
-        if node is not None and type(node).__name__ not in seen:
-            seen.add(type(node).__name__)
+        if node is not None and id(node) not in visited:
+            visited.add(id(node))
+            names.add(type(node).__name__)
             todo.extend(n for n, _ in node.next_functions)
-    return seen
+    return names
 
 
 def close(a, b, scale=1.0):
@@ -69,6 +76,22 @@ def test_outputs_and_gradients_are_atens(n, cin, cout, h, w):
     close(dx, rdx)
     close(dw, rdw, scale=rdw.abs().max().item())
     close(db, rdb, scale=rdb.abs().max().item())
+
+
+@needs_cc
+@pytest.mark.parametrize("n,cin,cout,h", [(16, 24, 32, 31), (8, 32, 128, 15), (8, 128, 128, 7), (5, 24, 16, 16),
+                                         (3, 64, 64, 4)])
+def test_without_relu_or_bias_as_the_fast_models_block_it_is_atens(n, cin, cout, h):
+    """conv -> max pool alone (the fast-* models' blocks: BN and GELU follow), at their shapes."""
+    torch.manual_seed(cin + h)
+    x = torch.randn(n, cin, h, h).contiguous(memory_format=torch.channels_last)
+    w_ = torch.randn(cout, cin, 3, 3) * 0.1
+    g = torch.randn(n, cout, h // 2, h // 2)
+    (y, dx, dw, db), (ry, rdx, rdw, rdb) = both(x, w_, None, g, relu=False)
+    assert db is None and rdb is None
+    close(y, ry)
+    close(dx, rdx, scale=rdx.abs().max().item())
+    close(dw, rdw, scale=rdw.abs().max().item())
 
 
 @needs_cc
@@ -128,7 +151,7 @@ def test_the_seed_network_trains_through_it_and_agrees_with_atens_layers(monkeyp
     x = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (16,))
     loss = F.cross_entropy(model(x), y)
-    assert "_PooledConvReLUBackward" in graph(loss)
+    assert "_PooledConvBackward" in graph(loss)
     grads = torch.autograd.grad(loss, list(model.parameters()))
     monkeypatch.setenv("CNNLAB_KERNELS", "0")
     ref = F.cross_entropy(model(x), y)
@@ -136,6 +159,26 @@ def test_the_seed_network_trains_through_it_and_agrees_with_atens_layers(monkeyp
     close(loss, ref)
     for a, r in zip(grads, ref_grads):
         close(a, r, scale=r.abs().max().item())
+
+
+@needs_cc
+def test_the_fast_models_train_their_pooled_convs_through_it(monkeypatch):
+    torch.manual_seed(0)
+    model = create("fast-q").to(memory_format=torch.channels_last)
+    model.data_init(torch.randn(64, 3, 32, 32))
+    x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (8,))
+    loss = F.cross_entropy(model(x), y)
+    assert "_PooledConvBackward" in graph(loss)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params)
+    monkeypatch.setenv("CNNLAB_KERNELS", "0")
+    ref = F.cross_entropy(model(x), y)
+    assert "_PooledConvBackward" not in graph(ref)
+    ref_grads = torch.autograd.grad(ref, params)
+    close(loss, ref)
+    for a, r in zip(grads, ref_grads):
+        close(a, r, scale=max(1e-3, r.abs().max().item()))
 
 
 def test_turned_off_or_without_a_compiler_the_network_runs_atens_layers(monkeypatch, tmp_path):
@@ -155,7 +198,7 @@ def test_turned_off_or_without_a_compiler_the_network_runs_atens_layers(monkeypa
     model = create("seed")
     out = model(x)
     assert out.shape == (2, 10) and "MaxPool2DWithIndicesBackward0" in graph(out)
-    assert "_PooledConvReLUBackward" not in graph(out)
+    assert "_PooledConvBackward" not in graph(out)
 
 
 @needs_cc
@@ -167,7 +210,6 @@ def test_layers_it_cannot_stand_for_keep_atens():
     assert not usable(x, nn.Conv2d(3, 12, 3, padding=1), pool)  # not a multiple of 16 channels
     assert not usable(x, nn.Conv2d(3, 16, 5, padding=2), pool)
     assert not usable(x, nn.Conv2d(3, 16, 3, padding=0), pool)
-    assert not usable(x, nn.Conv2d(3, 16, 3, padding=1, bias=False), pool)
     assert not usable(x, nn.Conv2d(3, 16, 3, padding=1, stride=2), pool)
     assert not usable(x, nn.Conv2d(3, 16, 3, padding=1), nn.MaxPool2d(3))
     assert not usable(x, nn.Conv2d(3, 16, 3, padding=1), nn.AvgPool2d(2))
@@ -185,4 +227,4 @@ def test_a_hook_on_a_layer_sees_it_run():
     out = model(torch.randn(3, 3, 32, 32))
     handle.remove()
     assert seen == [(3, 16, 32, 32)]
-    assert sum(name == "_PooledConvReLUBackward" for name in graph(out)) == 1  # conv2 still compiled
+    assert sum(name == "_PooledConvBackward" for name in graph(out)) == 1  # conv2 still compiled

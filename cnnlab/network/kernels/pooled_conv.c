@@ -93,15 +93,20 @@ CONV_ROW(4)
 CONV_ROW(6)
 
 /* One window's 16 channels: the maximum of its four conv outputs (t: its top row's two pixels,
- * u: the bottom row's) and where it was, then the ReLU */
-static inline __attribute__((always_inline)) void emit(const __m256 *t, const __m256 *u, float *out, uint8_t *arg) {
+ * u: the bottom row's) and where it was, then the ReLU where relu is set */
+static inline __attribute__((always_inline)) void emit(const __m256 *t, const __m256 *u, float *out, uint8_t *arg,
+                                                       int relu) {
     __m256 a0 = t[0], b0 = t[1], il = _mm256_setzero_ps(), ih = il;
     TAKE(a0, il, t[2], 1.0f); TAKE(b0, ih, t[3], 1.0f);
     TAKE(a0, il, u[0], 2.0f); TAKE(b0, ih, u[1], 2.0f);
     TAKE(a0, il, u[2], 3.0f); TAKE(b0, ih, u[3], 3.0f);
-    const __m256 z = _mm256_setzero_ps(); /* max(0, m) keeps a NaN m, as torch.relu does */
-    _mm256_storeu_ps(out, _mm256_max_ps(z, a0));
-    _mm256_storeu_ps(out + 8, _mm256_max_ps(z, b0));
+    if (relu) {
+        const __m256 z = _mm256_setzero_ps(); /* max(0, m) keeps a NaN m, as torch.relu does */
+        a0 = _mm256_max_ps(z, a0);
+        b0 = _mm256_max_ps(z, b0);
+    }
+    _mm256_storeu_ps(out, a0);
+    _mm256_storeu_ps(out + 8, b0);
     if (arg) {
         __m256i p = _mm256_packs_epi32(_mm256_cvttps_epi32(il), _mm256_cvttps_epi32(ih));
         p = _mm256_permute4x64_epi64(p, 0xD8);
@@ -114,21 +119,24 @@ static inline __attribute__((always_inline)) void emit(const __m256 *t, const __
     do {                                                                                     \
         __m256 t[4 * (NW)], u[4 * (NW)];                                                     \
         const float *top = xp + (size_t)(2 * py) * rs + (size_t)(2 * px) * cin;              \
-        conv_row##NW##_(top, wf + ob, bias + ob, cin, cout, rs, t);                           \
-        conv_row##NW##_(top + rs, wf + ob, bias + ob, cin, cout, rs, u);                      \
+        conv_row##NW##_(top, wf + ob, bias ? bias + ob : ZEROS, cin, cout, rs, t);           \
+        conv_row##NW##_(top + rs, wf + ob, bias ? bias + ob : ZEROS, cin, cout, rs, u);      \
         for (int k = 0; k < (NW); k++) {                                                     \
             size_t o = (((size_t)b * ho + py) * wo + px + k) * cout + ob;                    \
-            emit(t + 4 * k, u + 4 * k, out + o, arg ? arg + o : NULL);                       \
+            emit(t + 4 * k, u + 4 * k, out + o, arg ? arg + o : NULL, relu);                 \
         }                                                                                    \
     } while (0)
 #define conv_row1_ conv_row2
 #define conv_row2_ conv_row4
 #define conv_row3_ conv_row6
 
-/* x: (n, h, w, cin); wf: (3, 3, cin, cout); bias: (cout); out: (n, h/2, w/2, cout), ReLU applied;
- * arg: (n, h/2, w/2, cout) window positions 0..3, or NULL. cout is a multiple of 16. */
+static const float ZEROS[16]; /* the bias of a conv without one */
+
+/* x: (n, h, w, cin); wf: (3, 3, cin, cout); bias: (cout) or NULL; out: (n, h/2, w/2, cout), with
+ * the ReLU where relu is set; arg: (n, h/2, w/2, cout) window positions 0..3, or NULL. cout is a
+ * multiple of 16. */
 void pooled_conv_forward(const float *x, const float *wf, const float *bias, float *out, uint8_t *arg,
-                         int n, int h, int w, int cin, int cout, int threads) {
+                         int n, int h, int w, int cin, int cout, int relu, int threads) {
     const int ho = h / 2, wo = w / 2, wp = w + 2, rs = wp * cin; /* rs: a padded row */
 #pragma omp parallel num_threads(threads)
     {
@@ -171,6 +179,22 @@ void pooled_conv_forward(const float *x, const float *wf, const float *bias, flo
                 _mm256_store_ps(wr + ((R0) + r) * kr + 8 * ((J0) + j), acc[r * (NV) + j]);   \
     } while (0)
 
+/* A winning position's input gradient, vectors j0 .. j0 + NJ of row ky (NJ a literal, so the
+ * sums stay in registers): the channels that won there (wp, their gradients gp) times their
+ * weights, added to the window's patch in dxp (dr) */
+#define SCATTER(NJ)                                                                          \
+    do {                                                                                     \
+        float *d_ = dr + ky * rs + 8 * j0;                                                   \
+        __m256 acc[NJ];                                                                      \
+        for (int j = 0; j < (NJ); j++) acc[j] = _mm256_loadu_ps(d_ + 8 * j);                  \
+        for (int i = 0; i < nc[p]; i++) {                                                    \
+            const __m256 v = _mm256_broadcast_ss(gp + i);                                    \
+            const float *wk = wd + (size_t)wp[i] * kw + ky * k3 + 8 * j0;                    \
+            for (int j = 0; j < (NJ); j++) acc[j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(wk + 8 * j), acc[j]); \
+        }                                                                                    \
+        for (int j = 0; j < (NJ); j++) _mm256_storeu_ps(d_ + 8 * j, acc[j]);                  \
+    } while (0)
+
 /* One image's share of the backward pass, added to pw (weight gradient rows of kr) and pb (bias
  * gradient); dx of the image where dxp is given. Kept out of the OpenMP region so that its sizes
  * and pointers are plain locals in registers. */
@@ -178,7 +202,7 @@ static void backward_image(const float *restrict x, const float *restrict g, con
                            const uint8_t *restrict arg, const float *restrict wd, float *restrict dx,
                            float *restrict pw, float *restrict pb, float *restrict xp, float *restrict dxp,
                            int *restrict ats, float *restrict gms,
-                           const int h, const int w, const int cin, const int cout) {
+                           const int h, const int w, const int cin, const int cout, const int relu) {
     const int ho = h / 2, wo = w / 2, rs = (w + 2) * cin, k3 = 3 * cin, kw = 9 * cin, nq = ho * wo;
     const int kr = (k3 + 7) / 8 * 8, nv = kr / 8;
     pad(x, xp, h, w, cin);
@@ -190,8 +214,10 @@ static void backward_image(const float *restrict x, const float *restrict g, con
             const size_t o = ((size_t)py * wo + px) * cout;
             const __m256i corner = _mm256_set1_epi32(2 * py * rs + 2 * px * cin);
             for (int c8 = 0; c8 < cout; c8 += 8) {
-                const __m256 on = _mm256_cmp_ps(_mm256_loadu_ps(out + o + c8), _mm256_setzero_ps(), _CMP_GT_OQ);
-                _mm256_storeu_ps(gms + o + c8, _mm256_and_ps(_mm256_loadu_ps(g + o + c8), on));
+                __m256 gv = _mm256_loadu_ps(g + o + c8);
+                if (relu) /* where the ReLU stopped it, no gradient */
+                    gv = _mm256_and_ps(gv, _mm256_cmp_ps(_mm256_loadu_ps(out + o + c8), _mm256_setzero_ps(), _CMP_GT_OQ));
+                _mm256_storeu_ps(gms + o + c8, gv);
                 const __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(arg + o + c8)));
                 const __m256i at = _mm256_add_epi32(corner, _mm256_add_epi32(
                     _mm256_mullo_epi32(_mm256_srli_epi32(a, 1), rsv), _mm256_mullo_epi32(_mm256_and_si256(a, one), cinv)));
@@ -216,16 +242,12 @@ static void backward_image(const float *restrict x, const float *restrict g, con
                 float *restrict dr = dxp + corner + (p >> 1) * rs + (p & 1) * cin;
                 const int *wp = who + p * cout;
                 const float *gp = gs + p * cout;
-                if (k3 == 48) {
+                if (k3 % 8 == 0) { /* whole vectors: 6, then 3, then 1 of a row at a time in registers */
                     for (int ky = 0; ky < 3; ky++) {
-                        __m256 acc[6];
-                        for (int j = 0; j < 6; j++) acc[j] = _mm256_loadu_ps(dr + ky * rs + 8 * j);
-                        for (int i = 0; i < nc[p]; i++) {
-                            const __m256 v = _mm256_broadcast_ss(gp + i);
-                            const float *wk = wd + (size_t)wp[i] * kw + ky * 48;
-                            for (int j = 0; j < 6; j++) acc[j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(wk + 8 * j), acc[j]);
-                        }
-                        for (int j = 0; j < 6; j++) _mm256_storeu_ps(dr + ky * rs + 8 * j, acc[j]);
+                        int j0 = 0;
+                        for (; j0 + 6 <= k3 / 8; j0 += 6) SCATTER(6);
+                        for (; j0 + 3 <= k3 / 8; j0 += 3) SCATTER(3);
+                        for (; j0 < k3 / 8; j0++) SCATTER(1);
                     }
                 } else {
                     for (int i = 0; i < nc[p]; i++) {
@@ -247,25 +269,28 @@ static void backward_image(const float *restrict x, const float *restrict g, con
         else if (nv == 2) GATHER(3, 2, 0);
         else if (nv == 3) GATHER(3, 3, 0);
         else if (nv == 4) GATHER(3, 4, 0);
-        else if (nv == 6) { GATHER(1, 6, 0); GATHER(1, 6, 1); GATHER(1, 6, 2); }
-        else /* other widths: one vector at a time */
-            for (int ky = 0; ky < 3; ky++)
-                for (int j0 = 0; j0 < nv; j0++) GATHER_AT(1, 1, ky, j0);
+        else /* wider: 6, then 3, then 1 vector of a row at a time */
+            for (int ky = 0; ky < 3; ky++) {
+                int j0 = 0;
+                for (; j0 + 6 <= nv; j0 += 6) GATHER_AT(1, 6, ky, j0);
+                for (; j0 + 3 <= nv; j0 += 3) GATHER_AT(1, 3, ky, j0);
+                for (; j0 < nv; j0++) GATHER_AT(1, 1, ky, j0);
+            }
     }
     if (dxp)
         for (int y = 0; y < h; y++)
             memcpy(dx + (size_t)y * w * cin, dxp + (size_t)(y + 1) * rs + cin, (size_t)w * cin * sizeof(float));
 }
 
-/* The backward pass of pooled_conv_forward. g: the gradient of out; x, out, arg as in the forward.
- * wd: (cout, 3, 3, cin) and dx: (n, h, w, cin), both NULL where no input gradient is wanted.
- * dw: (cout, 3, 3, cin) and db: (cout), overwritten.
+/* The backward pass of pooled_conv_forward. g: the gradient of out; x, out, arg, relu as in the
+ * forward (out is read only with relu). wd: (cout, 3, 3, cin) and dx: (n, h, w, cin), both NULL
+ * where no input gradient is wanted. dw: (cout, 3, 3, cin) and db: (cout) or NULL, overwritten.
  * Each image's winners (window positions the ReLU passed) are listed per output channel; the weight
  * gradient of a channel is then summed in registers over its list, 8 taps-by-channels at a time
  * (rows of 3 * cin rounded up to 8: the extra lanes read neighbouring values and are dropped). */
 void pooled_conv_backward(const float *x, const float *g, const float *out, const uint8_t *arg,
                           const float *wd, float *dx, float *dw, float *db,
-                          int n, int h, int w, int cin, int cout, int threads) {
+                          int n, int h, int w, int cin, int cout, int relu, int threads) {
     const int ho = h / 2, wo = w / 2, k3 = 3 * cin, kw = 9 * cin, nq = ho * wo;
     const int kr = (k3 + 7) / 8 * 8;
     const size_t padded = (size_t)(h + 2) * (w + 2) * cin, pooled = (size_t)nq * cout;
@@ -284,9 +309,9 @@ void pooled_conv_backward(const float *x, const float *g, const float *out, cons
             memset(pw, 0, part * sizeof(float));
             const int end = (ch + 1) * CHUNK < n ? (ch + 1) * CHUNK : n;
             for (int b = ch * CHUNK; b < end; b++)
-                backward_image(x + (size_t)b * h * w * cin, g + b * pooled, out + b * pooled, arg + b * pooled,
+                backward_image(x + (size_t)b * h * w * cin, g + b * pooled, out ? out + b * pooled : NULL, arg + b * pooled,
                                wd, dx ? dx + (size_t)b * h * w * cin : NULL, pw, pw + (size_t)cout * 3 * kr,
-                               xp, dxp, ats, gms, h, w, cin, cout);
+                               xp, dxp, ats, gms, h, w, cin, cout, relu);
         }
         free(xp);
         free(dxp);
@@ -302,7 +327,7 @@ void pooled_conv_backward(const float *x, const float *g, const float *out, cons
             }
         float s = 0.0f;
         for (int ch = 0; ch < chunks; ch++) s += parts[(size_t)ch * part + (size_t)cout * 3 * kr + co];
-        db[co] = s;
+        if (db) db[co] = s;
     }
     free(parts);
 }

@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .. import kernels
 from ..shapes import conv2d_out, layer_out, pool2d_out
 
 WHITEN_EPS = 5e-4  # added to each eigenvalue: keeps the noise-only directions from exploding
@@ -95,7 +96,10 @@ class Block(nn.Module):
             self.act2 = nn.GELU()
 
     def forward(self, x):                          # (B, c_in, H, W)
-        x = self.act1(self.norm1(self.pool(self.conv1(x))))  # (B, c_out, H/2, W/2)
+        # conv -> pool as one compiled pass in fp32 on the CPU where it builds (network.kernels)
+        fused = x.device.type == "cpu" and kernels.usable(x, self.conv1, self.pool)
+        x = kernels.pooled_conv(x, self.conv1.weight) if fused else self.pool(self.conv1(x))
+        x = self.act1(self.norm1(x))               # (B, c_out, H/2, W/2)
         if self.second:
             x = self.act2(self.norm2(self.conv2(x)))  # (B, c_out, H/2, W/2)
         return x

@@ -1,8 +1,9 @@
-"""relu(max_pool2d(conv2d(x, w, b, padding=1), 2)) on the CPU in fp32 as one compiled pass, and
-its backward through the pooling's winners only (pooled_conv.c says how).
+"""max_pool2d(conv2d(x, w, b, padding=1), 2), with or without a ReLU after it, on the CPU in fp32
+as one compiled pass, and its backward through the pooling's winners only (pooled_conv.c says how).
 
     if usable(x, conv, pool, modules):
         y = pooled_conv_relu(x, conv.weight, conv.bias)      # (N, C_out, H/2, W/2), channels_last
+        y = pooled_conv(x, conv.weight, conv.bias)           # the same without the ReLU
 
 The outputs are ATen's; the gradients are the same sums added in another order (they agree to
 fp32 rounding), and they do not depend on the thread count. Where the compiled library is missing,
@@ -25,9 +26,9 @@ _P, _I = ctypes.c_void_p, ctypes.c_int
 def _lib() -> ctypes.CDLL | None:
     lib = library("pooled_conv.c")
     if lib is not None and not getattr(lib, "_typed", False):
-        lib.pooled_conv_forward.argtypes = [_P] * 5 + [_I] * 6
+        lib.pooled_conv_forward.argtypes = [_P] * 5 + [_I] * 7
         lib.pooled_conv_forward.restype = None
-        lib.pooled_conv_backward.argtypes = [_P] * 8 + [_I] * 6
+        lib.pooled_conv_backward.argtypes = [_P] * 8 + [_I] * 7
         lib.pooled_conv_backward.restype = None
         lib.pooled_conv_threaded.restype = _I
         lib._threaded = bool(lib.pooled_conv_threaded())
@@ -50,7 +51,8 @@ def _watched(modules) -> bool:
 
 
 def usable(x: torch.Tensor, conv: nn.Conv2d, pool: nn.Module, modules=()) -> bool:
-    """Whether conv -> max pool -> ReLU on x can run compiled, with ATen's results."""
+    """Whether conv -> max pool (-> ReLU) on x can run compiled, with ATen's results; modules:
+    other layers the compiled pass stands for (a hook on any of them keeps ATen's)."""
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() \
             or torch.is_autocast_enabled("cpu"):
         return False  # an exported or compiled graph records ATen's operators; autocast asks for bf16
@@ -59,7 +61,7 @@ def usable(x: torch.Tensor, conv: nn.Conv2d, pool: nn.Module, modules=()) -> boo
         return False
     if not (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
             and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding in ((1, 1), "same")
-            and conv.padding_mode == "zeros" and conv.bias is not None and conv.out_channels % 16 == 0
+            and conv.padding_mode == "zeros" and conv.out_channels % 16 == 0
             and conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu"):
         return False
     if not (type(pool) is nn.MaxPool2d and pool.kernel_size in (2, (2, 2)) and pool.stride in (2, (2, 2))
@@ -72,9 +74,9 @@ def usable(x: torch.Tensor, conv: nn.Conv2d, pool: nn.Module, modules=()) -> boo
     return lib is not None and (lib._threaded or torch.get_num_threads() == 1)
 
 
-class _PooledConvReLU(torch.autograd.Function):
+class _PooledConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, train):
+    def forward(ctx, x, weight, bias, relu, train):
         lib = _lib()
         x = x.contiguous(memory_format=torch.channels_last)
         n, cin, h, w = x.shape
@@ -82,10 +84,12 @@ class _PooledConvReLU(torch.autograd.Function):
         out = torch.empty((n, cout, h // 2, w // 2), memory_format=torch.channels_last)
         arg = torch.empty((n, h // 2, w // 2, cout), dtype=torch.uint8) if train else None
         wf = weight.detach().permute(2, 3, 1, 0).contiguous()  # (ky, kx, cin, cout)
-        lib.pooled_conv_forward(_ptr(x), _ptr(wf), _ptr(bias.detach().contiguous()), _ptr(out), _ptr(arg),
-                                n, h, w, cin, cout, torch.get_num_threads())
+        b = None if bias is None else bias.detach().contiguous()
+        lib.pooled_conv_forward(_ptr(x), _ptr(wf), _ptr(b), _ptr(out), _ptr(arg), n, h, w, cin, cout,
+                                int(relu), torch.get_num_threads())
         if train:
-            ctx.save_for_backward(x, weight, out, arg)
+            ctx.relu, ctx.bias = relu, bias is not None
+            ctx.save_for_backward(x, weight, out if relu else None, arg)
         return out
 
     @staticmethod
@@ -99,13 +103,21 @@ class _PooledConvReLU(torch.autograd.Function):
         wd = weight.detach().permute(0, 2, 3, 1).contiguous() if want_dx else None  # (cout, ky, kx, cin)
         dx = torch.empty((n, cin, h, w), memory_format=torch.channels_last) if want_dx else None
         dw = torch.empty((cout, 3, 3, cin))
-        db = torch.empty(cout)
+        db = torch.empty(cout) if ctx.bias else None
         _lib().pooled_conv_backward(_ptr(x), _ptr(g), _ptr(out), _ptr(arg), _ptr(wd), _ptr(dx), _ptr(dw),
-                                    _ptr(db), n, h, w, cin, cout, torch.get_num_threads())
-        return dx, dw.permute(0, 3, 1, 2).contiguous(), db, None
+                                    _ptr(db), n, h, w, cin, cout, int(ctx.relu), torch.get_num_threads())
+        return dx, dw.permute(0, 3, 1, 2).contiguous(), db, None, None
 
 
-def pooled_conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def pooled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                relu: bool = False) -> torch.Tensor:
+    """max_pool2d(conv2d(x, weight, bias, padding=1), 2), then relu where asked, compiled (check
+    usable() first): (N, C_out, H // 2, W // 2) in channels_last memory."""
+    train = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                         or (bias is not None and bias.requires_grad))
+    return _PooledConv.apply(x, weight, bias, relu, train)
+
+
+def pooled_conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """relu(max_pool2d(conv2d(x, weight, bias, padding=1), 2)), compiled (check usable() first)."""
-    train = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad)
-    return _PooledConvReLU.apply(x, weight, bias, train)
+    return pooled_conv(x, weight, bias, relu=True)
