@@ -7,8 +7,8 @@
  * the ReLU passed it, so the weight and input gradients are sums over those positions alone: a
  * quarter or less of a dense convolution's backward work, the same sums in another order.
  *
- * Images are split into fixed chunks with their own partial weight gradients, added in chunk order,
- * so the results do not depend on the thread count. Ties in a window go to the first position in
+ * The batch is split into (at most 16) runs of images with their own partial weight gradients,
+ * added in run order, so the results do not depend on the thread count. Ties in a window go to the first position in
  * row-major order, and a NaN wins, as in ATen's max_pool2d.
  */
 #include <immintrin.h>
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHUNK 8 /* images per partial weight gradient */
+#define CHUNKS 16 /* partial weight gradients: the batch in this many runs of whole images */
 
 /* 1 where the kernels run on OpenMP threads (the compiler had it), else 0: one thread */
 int pooled_conv_threaded(void) {
@@ -294,7 +294,7 @@ void pooled_conv_backward(const float *x, const float *g, const float *out, cons
     const int ho = h / 2, wo = w / 2, k3 = 3 * cin, kw = 9 * cin, nq = ho * wo;
     const int kr = (k3 + 7) / 8 * 8;
     const size_t padded = (size_t)(h + 2) * (w + 2) * cin, pooled = (size_t)nq * cout;
-    const int chunks = (n + CHUNK - 1) / CHUNK;
+    const int per = (n + CHUNKS - 1) / CHUNKS, chunks = (n + per - 1) / per; /* images per chunk, chunks */
     const size_t part = ((size_t)cout * 3 * kr + cout + 15) / 16 * 16; /* a chunk's dw rows, then db */
     float *parts = scratch((size_t)chunks * part);
 #pragma omp parallel num_threads(threads)
@@ -307,8 +307,8 @@ void pooled_conv_backward(const float *x, const float *g, const float *out, cons
         for (int ch = 0; ch < chunks; ch++) {
             float *pw = parts + (size_t)ch * part;
             memset(pw, 0, part * sizeof(float));
-            const int end = (ch + 1) * CHUNK < n ? (ch + 1) * CHUNK : n;
-            for (int b = ch * CHUNK; b < end; b++)
+            const int end = (ch + 1) * per < n ? (ch + 1) * per : n;
+            for (int b = ch * per; b < end; b++)
                 backward_image(x + (size_t)b * h * w * cin, g + b * pooled, out ? out + b * pooled : NULL, arg + b * pooled,
                                wd, dx ? dx + (size_t)b * h * w * cin : NULL, pw, pw + (size_t)cout * 3 * kr,
                                xp, dxp, ats, gms, h, w, cin, cout, relu);
