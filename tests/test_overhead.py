@@ -192,6 +192,32 @@ def test_an_uncompiled_run_never_imports_dynamo_and_steps_bitwise_as_torch_optim
     assert (run / "metrics.json").is_file() and "torch" in loaded and "torch._dynamo" not in loaded
 
 
+def test_the_commands_quick_exit_waits_for_a_running_thread_and_keeps_the_exit_status():
+    """The command ends without the interpreter's teardown only where no other (non-daemon)
+    thread runs: a thread still working is waited for, as at a normal exit."""
+    script = textwrap.dedent("""
+        import sys, threading, time
+        from cnnlab import cli
+        def late():
+            time.sleep(0.3)
+            print("THREAD DONE", flush=True)
+        threading.Thread(target=late).start()
+        threading.Thread(target=time.sleep, args=(30,), daemon=True).start()  # tqdm's monitor is one
+        cli.leave(3)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and "THREAD DONE" in proc.stdout, proc.stderr
+    quick = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import atexit, sys, threading, time
+        from cnnlab import cli
+        threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+        atexit.register(lambda: print("ATEXIT RAN"))
+        print("buffered, not flushed", end="")
+        cli.leave(4)
+    """)], capture_output=True, text=True, timeout=60)
+    assert quick.returncode == 4 and quick.stdout == "buffered, not flushedATEXIT RAN\n", quick
+
+
 def test_the_command_exits_with_its_objects_frozen_and_its_status_and_output_as_before(tmp_path):
     """`cnnlab` ends by freezing the garbage collector (the exit's last collection skips its
     objects: 0.3 s of a 0.4 s exit after torch); its exit status and output are as before."""

@@ -1,15 +1,16 @@
-/* A 3x3 convolution ('same', stride 1) with its bias, 2x2 max pooling (stride 2) and ReLU, as one
- * pass over channels-last (NHWC) fp32 maps, and its backward pass through the pooling's winners.
+/* A 3x3 convolution ('same', stride 1) with or without its bias, then 2x2 max pooling (stride 2)
+ * and, where asked, a ReLU, as one pass over channels-last (NHWC) fp32 maps, and its backward pass
+ * through the pooling's winners.
  *
  * Forward: each pooling window's four conv outputs are summed in registers (16 output channels at a
- * time), the window's maximum and its position are kept, and the 32x32 conv map is never stored.
- * Backward: a pooled output's gradient reaches only the window position that won, and only where
- * the ReLU passed it, so the weight and input gradients are sums over those positions alone: a
+ * time), the window's maximum and its position are kept, and the full-size conv map is never stored.
+ * Backward: a pooled output's gradient reaches only the window position that won (and only where
+ * the ReLU passed it), so the weight and input gradients are sums over those positions alone: a
  * quarter or less of a dense convolution's backward work, the same sums in another order.
  *
  * The batch is split into (at most 16) runs of images with their own partial weight gradients,
- * added in run order, so the results do not depend on the thread count. Ties in a window go to the first position in
- * row-major order, and a NaN wins, as in ATen's max_pool2d.
+ * added in run order, so the results do not depend on the thread count. Ties in a window go to the
+ * first position in row-major order, and a NaN wins, as in ATen's max_pool2d.
  */
 #include <immintrin.h>
 #include <stdint.h>
