@@ -93,7 +93,10 @@ def _target(name: str) -> Path | None:
 
 def prebuild(name: str = "pooled_conv.c") -> str | None:
     """Builds the library where it is not built yet (no loading); its path, None where none builds."""
-    target = _target(name) if enabled() else None
+    return _ensure(name, _target(name)) if enabled() else None
+
+
+def _ensure(name: str, target: Path | None) -> str | None:
     if target is None or target.with_suffix(".failed").exists():
         return None
     try:
@@ -123,7 +126,7 @@ def _load(name: str) -> ctypes.CDLL | None:
         job = helper.take(BUILD_JOB)
         if job is not None:
             job.result()  # the helper's build, begun while this process imported torch
-    path = prebuild(name)
+    path = _ensure(name, target)
     try:
         return ctypes.CDLL(path) if path else None
     except OSError:

@@ -54,13 +54,6 @@ static void pad(const float *restrict x, float *restrict xp, int h, int w, int c
         i = _mm256_blendv_ps(i, _mm256_set1_ps(p), t_);                                      \
     } while (0)
 
-/* d[r * ds + k] += gv * s[r * ss + k] for 3 rows r and k < len; a literal len unrolls the rows */
-#define ROWS(d, ds, s, ss, gv, len)                                                          \
-    do {                                                                                     \
-        for (int r_ = 0; r_ < 3; r_++)                                                       \
-            for (int k_ = 0; k_ < (len); k_++) (d)[r_ * (ds) + k_] += (gv) * (s)[r_ * (ss) + k_]; \
-    } while (0)
-
 /* res[2 p], res[2 p + 1] = the conv's 16 output channels (wf, bias: from the first of them) at NP
  * neighbouring pixels of one row, in is the top-left of the first pixel's 3x3 patch; the sums stay
  * in registers (2 NP of them: 12 for NP = 6, enough to cover the FMA units' latency). */
@@ -250,11 +243,11 @@ static void backward_image(const float *restrict x, const float *restrict g, con
                         for (; j0 + 3 <= k3 / 8; j0 += 3) SCATTER(3);
                         for (; j0 < k3 / 8; j0++) SCATTER(1);
                     }
-                } else {
+                } else { /* rows that are not whole vectors: one channel at a time */
                     for (int i = 0; i < nc[p]; i++) {
                         const float *restrict wk = wd + (size_t)wp[i] * kw;
-                        const float gv = gp[i];
-                        ROWS(dr, rs, wk, k3, gv, k3);
+                        for (int r = 0; r < 3; r++)
+                            for (int k = 0; k < k3; k++) dr[r * rs + k] += gp[i] * wk[r * k3 + k];
                     }
                 }
             }
@@ -286,9 +279,10 @@ static void backward_image(const float *restrict x, const float *restrict g, con
 /* The backward pass of pooled_conv_forward. g: the gradient of out; x, out, arg, relu as in the
  * forward (out is read only with relu). wd: (cout, 3, 3, cin) and dx: (n, h, w, cin), both NULL
  * where no input gradient is wanted. dw: (cout, 3, 3, cin) and db: (cout) or NULL, overwritten.
- * Each image's winners (window positions the ReLU passed) are listed per output channel; the weight
- * gradient of a channel is then summed in registers over its list, 8 taps-by-channels at a time
- * (rows of 3 * cin rounded up to 8: the extra lanes read neighbouring values and are dropped). */
+ * A channel's weight gradient is summed in registers over every window of an image, with a zero
+ * gradient where the ReLU stopped it (no branches), 8 taps-by-channels at a time (rows of 3 * cin
+ * rounded up to 8: the extra lanes read neighbouring values and are dropped); the input gradient
+ * per window, its channels grouped by winning position. */
 void pooled_conv_backward(const float *x, const float *g, const float *out, const uint8_t *arg,
                           const float *wd, float *dx, float *dw, float *db,
                           int n, int h, int w, int cin, int cout, int relu, int threads) {

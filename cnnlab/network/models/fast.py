@@ -97,7 +97,7 @@ class Block(nn.Module):
 
     def forward(self, x):                          # (B, c_in, H, W)
         # conv -> pool as one compiled pass in fp32 on the CPU where it builds (network.kernels)
-        fused = x.device.type == "cpu" and kernels.usable(x, self.conv1, self.pool)
+        fused = kernels.usable(x, self.conv1, self.pool)
         x = kernels.pooled_conv(x, self.conv1.weight) if fused else self.pool(self.conv1(x))
         x = self.act1(self.norm1(x))               # (B, c_out, H/2, W/2)
         if self.second:

@@ -75,7 +75,7 @@ class SeedNet(nn.Module):
     def forward(self, x):                                            # (B, 3, H, W), e.g. 32x32
         for conv, bn, relu, pool in ((self.conv1, self.bn1, self.relu1, self.pool1),  # (B, 16, H/2, W/2)
                                      (self.conv2, self.bn2, self.relu2, self.pool2)):  # (B, 32, H/4, W/4)
-            y = self._fused(x, conv, relu, pool) if x.device.type == "cpu" else None
+            y = self._fused(x, conv, relu, pool)
             x = y if y is not None else self._block(x, conv, bn, relu, pool)
         x = self.flatten(x)                                          # (B, 32*H/4*W/4): 2048 at 32
         if self.dropout is not None:
