@@ -83,7 +83,8 @@ class _PooledConv(torch.autograd.Function):
         cout = weight.shape[0]
         out = torch.empty((n, cout, h // 2, w // 2), memory_format=torch.channels_last)
         arg = torch.empty((n, h // 2, w // 2, cout), dtype=torch.uint8) if train else None
-        wf = weight.detach().permute(2, 3, 1, 0).contiguous()  # (ky, kx, cin, cout)
+        # (cout / 16, ky, kx, cin, 16): each 16 output channels' weights in one contiguous block
+        wf = weight.detach().reshape(cout // 16, 16, cin, 3, 3).permute(0, 3, 4, 2, 1).contiguous()
         b = None if bias is None else bias.detach().contiguous()
         lib.pooled_conv_forward(_ptr(x), _ptr(wf), _ptr(b), _ptr(out), _ptr(arg), n, h, w, cin, cout,
                                 int(relu), torch.get_num_threads())

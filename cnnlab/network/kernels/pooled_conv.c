@@ -54,21 +54,22 @@ static void pad(const float *restrict x, float *restrict xp, int h, int w, int c
         i = _mm256_blendv_ps(i, _mm256_set1_ps(p), t_);                                      \
     } while (0)
 
-/* res[2 p], res[2 p + 1] = the conv's 16 output channels (wf, bias: from the first of them) at NP
- * neighbouring pixels of one row, in is the top-left of the first pixel's 3x3 patch; the sums stay
- * in registers (2 NP of them: 12 for NP = 6, enough to cover the FMA units' latency). */
+/* res[2 p], res[2 p + 1] = 16 output channels of the conv (wf: their weights, (3, 3, cin, 16) in one
+ * block that stays in cache; bias: from the first of them) at NP neighbouring pixels of one row, in
+ * is the top-left of the first pixel's 3x3 patch; the sums stay in registers (2 NP of them: 12 for
+ * NP = 6, enough to cover the FMA units' latency). */
 #define CONV_ROW(NP)                                                                         \
     static inline __attribute__((always_inline)) void conv_row##NP(                          \
-        const float *in, const float *wf, const float *bias, int cin, int cout, int rs, __m256 *res) { \
+        const float *in, const float *wf, const float *bias, int cin, int rs, __m256 *res) {        \
         __m256 acc[2 * (NP)];                                                                \
         for (int p = 0; p < 2 * (NP); p++) acc[p] = _mm256_setzero_ps();                     \
         for (int ky = 0; ky < 3; ky++)                                                       \
             for (int kx = 0; kx < 3; kx++) {                                                 \
-                const float *wr = wf + (size_t)((ky * 3 + kx) * cin) * cout;                 \
+                const float *wr = wf + (size_t)((ky * 3 + kx) * cin) * 16;                   \
                 const float *ip = in + ky * rs + kx * cin;                                   \
                 for (int c = 0; c < cin; c++) {                                              \
-                    const __m256 w0 = _mm256_loadu_ps(wr + (size_t)c * cout);                \
-                    const __m256 w1 = _mm256_loadu_ps(wr + (size_t)c * cout + 8);            \
+                    const __m256 w0 = _mm256_loadu_ps(wr + (size_t)c * 16);                  \
+                    const __m256 w1 = _mm256_loadu_ps(wr + (size_t)c * 16 + 8);              \
                     for (int p = 0; p < (NP); p++) {                                         \
                         const __m256 v = _mm256_broadcast_ss(ip + p * cin + c);              \
                         acc[2 * p] = _mm256_fmadd_ps(v, w0, acc[2 * p]);                     \
@@ -113,8 +114,9 @@ static inline __attribute__((always_inline)) void emit(const __m256 *t, const __
     do {                                                                                     \
         __m256 t[4 * (NW)], u[4 * (NW)];                                                     \
         const float *top = xp + (size_t)(2 * py) * rs + (size_t)(2 * px) * cin;              \
-        conv_row##NW##_(top, wf + ob, bias ? bias + ob : ZEROS, cin, cout, rs, t);           \
-        conv_row##NW##_(top + rs, wf + ob, bias ? bias + ob : ZEROS, cin, cout, rs, u);      \
+        const float *wb = wf + (size_t)ob * 9 * cin; /* the 16 channels' (3, 3, cin, 16) */   \
+        conv_row##NW##_(top, wb, bias ? bias + ob : ZEROS, cin, rs, t);                      \
+        conv_row##NW##_(top + rs, wb, bias ? bias + ob : ZEROS, cin, rs, u);                 \
         for (int k = 0; k < (NW); k++) {                                                     \
             size_t o = (((size_t)b * ho + py) * wo + px + k) * cout + ob;                    \
             emit(t + 4 * k, u + 4 * k, out + o, arg ? arg + o : NULL, relu);                 \
@@ -126,9 +128,9 @@ static inline __attribute__((always_inline)) void emit(const __m256 *t, const __
 
 static const float ZEROS[16]; /* the bias of a conv without one */
 
-/* x: (n, h, w, cin); wf: (3, 3, cin, cout); bias: (cout) or NULL; out: (n, h/2, w/2, cout), with
- * the ReLU where relu is set; arg: (n, h/2, w/2, cout) window positions 0..3, or NULL. cout is a
- * multiple of 16. */
+/* x: (n, h, w, cin); wf: (cout / 16, 3, 3, cin, 16); bias: (cout) or NULL; out: (n, h/2, w/2,
+ * cout), with the ReLU where relu is set; arg: (n, h/2, w/2, cout) window positions 0..3, or NULL.
+ * cout is a multiple of 16. */
 void pooled_conv_forward(const float *x, const float *wf, const float *bias, float *out, uint8_t *arg,
                          int n, int h, int w, int cin, int cout, int relu, int threads) {
     const int ho = h / 2, wo = w / 2, wp = w + 2, rs = wp * cin; /* rs: a padded row */
