@@ -152,10 +152,10 @@ void pooled_conv_forward(const float *x, const float *wf, const float *bias, flo
     }
 }
 
-/* A channel's weight gradient summed in registers over the image's windows: for rows r in
- * [R0, R0 + NR) and vectors j < NV of each, wr[r * kr + 8 j ...] += sum over the cnt windows of
- * gv * xp[at + r * rs + 8 j ...] (gl, at: the channel's column of gms, ats). NR and NV are
- * literals, so the sums stay in registers. */
+/* A channel's weight gradient summed in registers over cnt windows: for rows r in [R0, R0 + NR)
+ * and vectors j < NV of each, wr[r * kr + 8 j ...] += sum over the windows i of
+ * gl[i] * xp[at[i] + r * rs + 8 j ...] (gl, at: the channel's gradients and winners' offsets, in
+ * window order). NR and NV are literals, so the sums stay in registers. */
 #define GATHER(NR, NV, R0) GATHER_AT(NR, NV, R0, 0)
 #define GATHER_AT(NR, NV, R0, J0) /* the same from vector J0 of each row */                  \
     do {                                                                                     \
@@ -164,8 +164,8 @@ void pooled_conv_forward(const float *x, const float *wf, const float *bias, flo
             for (int j = 0; j < (NV); j++)                                                   \
                 acc[r * (NV) + j] = _mm256_load_ps(wr + ((R0) + r) * kr + 8 * ((J0) + j));   \
         for (int i = 0; i < cnt; i++) {                                                      \
-            const __m256 v = _mm256_broadcast_ss(gl + (size_t)i * cout);                     \
-            const float *src = xp + at[(size_t)i * cout] + (R0) * rs + 8 * (J0);             \
+            const __m256 v = _mm256_broadcast_ss(gl + i);                                    \
+            const float *src = xp + at[i] + (R0) * rs + 8 * (J0);                            \
             for (int r = 0; r < (NR); r++)                                                   \
                 for (int j = 0; j < (NV); j++)                                               \
                     acc[r * (NV) + j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(src + r * rs + 8 * j), acc[r * (NV) + j]); \
@@ -197,13 +197,14 @@ void pooled_conv_forward(const float *x, const float *wf, const float *bias, flo
 static void backward_image(const float *restrict x, const float *restrict g, const float *restrict out,
                            const uint8_t *restrict arg, const float *restrict wd, float *restrict dx,
                            float *restrict pw, float *restrict pb, float *restrict xp, float *restrict dxp,
-                           int *restrict ats, float *restrict gms,
+                           int *restrict att, float *restrict gmt, float *restrict gms,
                            const int h, const int w, const int cin, const int cout, const int relu) {
     const int ho = h / 2, wo = w / 2, rs = (w + 2) * cin, k3 = 3 * cin, kw = 9 * cin, nq = ho * wo;
     const int kr = (k3 + 7) / 8 * 8, nv = kr / 8;
     pad(x, xp, h, w, cin);
     /* each window and channel: the gradient where the ReLU passed it (else 0) and where its
-     * window's winner sits in xp, 8 channels at a time */
+     * window's winner sits in xp, 8 channels at a time; gms by window (for the input gradient),
+     * gmt and att by channel (for the weight gradient) */
     const __m256i one = _mm256_set1_epi32(1), rsv = _mm256_set1_epi32(rs), cinv = _mm256_set1_epi32(cin);
     for (int py = 0; py < ho; py++)
         for (int px = 0; px < wo; px++) {
@@ -214,10 +215,16 @@ static void backward_image(const float *restrict x, const float *restrict g, con
                 if (relu) /* where the ReLU stopped it, no gradient */
                     gv = _mm256_and_ps(gv, _mm256_cmp_ps(_mm256_loadu_ps(out + o + c8), _mm256_setzero_ps(), _CMP_GT_OQ));
                 _mm256_storeu_ps(gms + o + c8, gv);
+                int at8[8];
                 const __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(arg + o + c8)));
                 const __m256i at = _mm256_add_epi32(corner, _mm256_add_epi32(
                     _mm256_mullo_epi32(_mm256_srli_epi32(a, 1), rsv), _mm256_mullo_epi32(_mm256_and_si256(a, one), cinv)));
-                _mm256_storeu_si256((__m256i *)(ats + o + c8), at);
+                _mm256_storeu_si256((__m256i *)at8, at);
+                for (int k = 0; k < 8; k++) {
+                    const size_t t = (size_t)(c8 + k) * nq + py * wo + px;
+                    att[t] = at8[k];
+                    gmt[t] = gms[o + c8 + k];
+                }
             }
         }
     if (dxp) { /* per window: the channels grouped by their winner, each group summed in registers */
@@ -238,9 +245,11 @@ static void backward_image(const float *restrict x, const float *restrict g, con
                 float *restrict dr = dxp + corner + (p >> 1) * rs + (p & 1) * cin;
                 const int *wp = who + p * cout;
                 const float *gp = gs + p * cout;
-                if (k3 % 8 == 0) { /* whole vectors: 6, then 3, then 1 of a row at a time in registers */
+                if (k3 % 8 == 0) { /* whole vectors: 9 (or 6, then 3, then 1) of a row at a time in registers */
                     for (int ky = 0; ky < 3; ky++) {
                         int j0 = 0;
+                        if (k3 % 72 == 0)
+                            for (; j0 + 9 <= k3 / 8; j0 += 9) SCATTER(9);
                         for (; j0 + 6 <= k3 / 8; j0 += 6) SCATTER(6);
                         for (; j0 + 3 <= k3 / 8; j0 += 3) SCATTER(3);
                         for (; j0 < k3 / 8; j0++) SCATTER(1);
@@ -255,23 +264,29 @@ static void backward_image(const float *restrict x, const float *restrict g, con
             }
         }
     }
-    const int cnt = nq;
-    for (int co = 0; co < cout; co++) {
-        const int *at = ats + co;
-        const float *gl = gms + co;
-        float *wr = pw + (size_t)co * 3 * kr;
-        for (int i = 0; i < cnt; i++) pb[co] += gl[(size_t)i * cout];
-        if (nv == 1) GATHER(3, 1, 0);
-        else if (nv == 2) GATHER(3, 2, 0);
-        else if (nv == 3) GATHER(3, 3, 0);
-        else if (nv == 4) GATHER(3, 4, 0);
-        else /* wider: 6, then 3, then 1 vector of a row at a time */
-            for (int ky = 0; ky < 3; ky++) {
-                int j0 = 0;
-                for (; j0 + 6 <= nv; j0 += 6) GATHER_AT(1, 6, ky, j0);
-                for (; j0 + 3 <= nv; j0 += 3) GATHER_AT(1, 3, ky, j0);
-                for (; j0 < nv; j0++) GATHER_AT(1, 1, ky, j0);
-            }
+    for (int co = 0; co < cout; co++)
+        for (int i = 0; i < nq; i++) pb[co] += gmt[(size_t)co * nq + i];
+    /* two rows of windows at a time, every channel: their rows of xp stay in the L1 cache */
+    for (int q0 = 0; q0 < nq; q0 += 2 * wo) {
+        for (int co = 0; co < cout; co++) {
+            const int cnt = nq - q0 < 2 * wo ? nq - q0 : 2 * wo;
+            const int *at = att + (size_t)co * nq + q0;
+            const float *gl = gmt + (size_t)co * nq + q0;
+            float *wr = pw + (size_t)co * 3 * kr;
+            if (nv == 1) GATHER(3, 1, 0);
+            else if (nv == 2) GATHER(3, 2, 0);
+            else if (nv == 3) GATHER(3, 3, 0);
+            else if (nv == 4) GATHER(3, 4, 0);
+            else /* wider: 9 (or 6, then 3, then 1) vectors of a row at a time */
+                for (int ky = 0; ky < 3; ky++) {
+                    int j0 = 0;
+                    if (nv % 9 == 0)
+                        for (; j0 + 9 <= nv; j0 += 9) GATHER_AT(1, 9, ky, j0);
+                    for (; j0 + 6 <= nv; j0 += 6) GATHER_AT(1, 6, ky, j0);
+                    for (; j0 + 3 <= nv; j0 += 3) GATHER_AT(1, 3, ky, j0);
+                    for (; j0 < nv; j0++) GATHER_AT(1, 1, ky, j0);
+                }
+        }
     }
     if (dxp)
         for (int y = 0; y < h; y++)
@@ -281,10 +296,10 @@ static void backward_image(const float *restrict x, const float *restrict g, con
 /* The backward pass of pooled_conv_forward. g: the gradient of out; x, out, arg, relu as in the
  * forward (out is read only with relu). wd: (cout, 3, 3, cin) and dx: (n, h, w, cin), both NULL
  * where no input gradient is wanted. dw: (cout, 3, 3, cin) and db: (cout) or NULL, overwritten.
- * A channel's weight gradient is summed in registers over every window of an image, with a zero
- * gradient where the ReLU stopped it (no branches), 8 taps-by-channels at a time (rows of 3 * cin
- * rounded up to 8: the extra lanes read neighbouring values and are dropped); the input gradient
- * per window, its channels grouped by winning position. */
+ * A channel's weight gradient is summed in registers over two rows of an image's windows at a time,
+ * with a zero gradient where the ReLU stopped it (no branches), 8 taps-by-channels at a time (rows
+ * of 3 * cin rounded up to 8: the extra lanes read neighbouring values and are dropped); the input
+ * gradient per window, its channels grouped by winning position. */
 void pooled_conv_backward(const float *x, const float *g, const float *out, const uint8_t *arg,
                           const float *wd, float *dx, float *dw, float *db,
                           int n, int h, int w, int cin, int cout, int relu, int threads) {
@@ -297,8 +312,8 @@ void pooled_conv_backward(const float *x, const float *g, const float *out, cons
 #pragma omp parallel num_threads(threads)
     {
         float *xp = scratch(padded + kr), *dxp = dx ? scratch(padded) : NULL;
-        int *ats = (int *)scratch(pooled);
-        float *gms = scratch(pooled);
+        int *att = (int *)scratch(pooled);
+        float *gmt = scratch(pooled), *gms = scratch(pooled);
         memset(xp + padded, 0, kr * sizeof(float)); /* the slack the last row's extra lanes read */
 #pragma omp for schedule(dynamic, 1)
         for (int ch = 0; ch < chunks; ch++) {
@@ -308,11 +323,12 @@ void pooled_conv_backward(const float *x, const float *g, const float *out, cons
             for (int b = ch * per; b < end; b++)
                 backward_image(x + (size_t)b * h * w * cin, g + b * pooled, out ? out + b * pooled : NULL, arg + b * pooled,
                                wd, dx ? dx + (size_t)b * h * w * cin : NULL, pw, pw + (size_t)cout * 3 * kr,
-                               xp, dxp, ats, gms, h, w, cin, cout, relu);
+                               xp, dxp, att, gmt, gms, h, w, cin, cout, relu);
         }
         free(xp);
         free(dxp);
-        free(ats);
+        free(att);
+        free(gmt);
         free(gms);
     }
     for (int co = 0; co < cout; co++) {
