@@ -80,9 +80,11 @@ def test_outputs_and_gradients_are_atens(n, cin, cout, h, w):
 
 @needs_cc
 @pytest.mark.parametrize("n,cin,cout,h", [(16, 24, 32, 31), (8, 32, 128, 15), (8, 128, 128, 7), (5, 24, 16, 16),
-                                         (3, 64, 64, 4)])
+                                         (3, 64, 64, 4), (3, 8, 16, 9), (3, 40, 16, 7), (3, 48, 32, 6)])
 def test_without_relu_or_bias_as_the_fast_models_block_it_is_atens(n, cin, cout, h):
-    """conv -> max pool alone (the fast-* models' blocks: BN and GELU follow), at their shapes."""
+    """conv -> max pool alone (the fast-* models' blocks: BN and GELU follow), at their shapes, and
+    at input widths whose kernel rows (3 x cin values) the backward sums 9, 6, 3 and 1 vectors at
+    a time."""
     torch.manual_seed(cin + h)
     x = torch.randn(n, cin, h, h).contiguous(memory_format=torch.channels_last)
     w_ = torch.randn(cout, cin, 3, 3) * 0.1
