@@ -97,6 +97,53 @@ def test_without_relu_or_bias_as_the_fast_models_block_it_is_atens(n, cin, cout,
 
 
 @needs_cc
+@pytest.mark.parametrize("n,cin,cout,h,relu,bias", [(16, 24, 32, 31, False, False), (8, 32, 128, 15, False, False),
+                                                   (8, 128, 128, 7, False, False), (5, 8, 16, 6, True, True),
+                                                   (3, 40, 48, 9, True, False), (4, 16, 32, 2, False, True)])
+def test_by_winograd_it_agrees_with_aten_to_rounding(n, cin, cout, h, relu, bias):
+    """The fast models' products by F(2x2, 3x3): outputs and gradients ATen's to fp32 rounding."""
+    torch.manual_seed(cin + h)
+    x = torch.randn(n, cin, h, h).contiguous(memory_format=torch.channels_last)
+    w_ = torch.randn(cout, cin, 3, 3) * 0.1
+    b = torch.randn(cout) * 0.1 if bias else None
+    g = torch.randn(n, cout, h // 2, h // 2)
+    got = []
+    for fn in (lambda *a: pooled_conv(*a, relu=relu, winograd=True), aten if relu else aten_pool):
+        xs, ws = (t.detach().clone().requires_grad_(True) for t in (x, w_))
+        bs = None if b is None else b.detach().clone().requires_grad_(True)
+        y = fn(xs, ws, bs)
+        y.backward(g)
+        got.append((y.detach(), xs.grad, ws.grad, None if bs is None else bs.grad))
+    (y, dx, dw, db), (ry, rdx, rdw, rdb) = got
+    assert not torch.equal(y, ry) or h == 2  # another order of sums: not ATen's bits
+    close(y, ry, scale=ry.abs().max().item())
+    close(dx, rdx, scale=rdx.abs().max().item())
+    close(dw, rdw, scale=rdw.abs().max().item())
+    if bias:
+        close(db, rdb, scale=rdb.abs().max().item())
+
+
+@needs_cc
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 6), c8=st.integers(1, 5), blocks=st.integers(1, 2), h=st.integers(2, 13),
+       w=st.integers(2, 13), seed=st.integers(0, 2**16))
+def test_by_winograd_any_shape_agrees_with_aten(n, c8, blocks, h, w, seed):
+    torch.manual_seed(seed)
+    x = torch.randn(n, 8 * c8, h, w).contiguous(memory_format=torch.channels_last)
+    w_ = torch.randn(16 * blocks, 8 * c8, 3, 3) * 0.3
+    ref = aten_pool(x, w_, None)
+    close(pooled_conv(x, w_, winograd=True), ref, scale=ref.abs().max().item())
+
+
+@needs_cc
+def test_by_winograd_inputs_not_in_vectors_of_8_channels_run_direct():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 10, 10).contiguous(memory_format=torch.channels_last)
+    w_ = torch.randn(16, 3, 3, 3)
+    assert torch.equal(pooled_conv(x, w_, winograd=True), aten_pool(x, w_, None))
+
+
+@needs_cc
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 10), cin=st.integers(1, 20), blocks=st.integers(1, 3), h=st.integers(2, 13),
        w=st.integers(2, 13), seed=st.integers(0, 2**16))
@@ -142,6 +189,7 @@ def test_the_results_do_not_depend_on_the_thread_count():
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
             seen.append(both(x, w_, b, g)[0])
+            seen[-1] += (pooled_conv(x, w_, b, winograd=True),)
     finally:
         torch.set_num_threads(before)
     for other in seen[1:]:

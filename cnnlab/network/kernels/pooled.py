@@ -21,6 +21,8 @@ from torch.autograd.function import once_differentiable
 from .build import library
 
 _P, _I = ctypes.c_void_p, ctypes.c_int
+# Winograd's F(2x2, 3x3) filter transform (Lavin and Gray, 2016)
+_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
 
 
 def _lib() -> ctypes.CDLL | None:
@@ -28,6 +30,8 @@ def _lib() -> ctypes.CDLL | None:
     if lib is not None and not getattr(lib, "_typed", False):
         lib.pooled_conv_forward.argtypes = [_P] * 5 + [_I] * 7
         lib.pooled_conv_forward.restype = None
+        lib.pooled_conv_winograd.argtypes = [_P] * 5 + [_I] * 7
+        lib.pooled_conv_winograd.restype = None
         lib.pooled_conv_backward.argtypes = [_P] * 8 + [_I] * 7
         lib.pooled_conv_backward.restype = None
         lib.pooled_conv_threaded.restype = _I
@@ -76,18 +80,25 @@ def usable(x: torch.Tensor, conv: nn.Conv2d, pool: nn.Module, modules=()) -> boo
 
 class _PooledConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, relu, train):
+    def forward(ctx, x, weight, bias, relu, train, winograd):
         lib = _lib()
         x = x.contiguous(memory_format=torch.channels_last)
         n, cin, h, w = x.shape
         cout = weight.shape[0]
         out = torch.empty((n, cout, h // 2, w // 2), memory_format=torch.channels_last)
         arg = torch.empty((n, h // 2, w // 2, cout), dtype=torch.uint8) if train else None
-        # (cout / 16, ky, kx, cin, 16): each 16 output channels' weights in one contiguous block
-        wf = weight.detach().reshape(cout // 16, 16, cin, 3, 3).permute(0, 3, 4, 2, 1).contiguous()
         b = None if bias is None else bias.detach().contiguous()
-        lib.pooled_conv_forward(_ptr(x), _ptr(wf), _ptr(b), _ptr(out), _ptr(arg), n, h, w, cin, cout,
-                                int(relu), torch.get_num_threads())
+        if winograd and cin % 8 == 0:
+            # G g G^T: (cout / 16, 16 of the 4x4 tile, cin, 16), in float64 and rounded once
+            u = (_G @ weight.detach().double() @ _G.T).reshape(cout // 16, 16, cin, 16)
+            u = u.permute(0, 3, 2, 1).contiguous().float()
+            lib.pooled_conv_winograd(_ptr(x), _ptr(u), _ptr(b), _ptr(out), _ptr(arg), n, h, w, cin, cout,
+                                     int(relu), torch.get_num_threads())
+        else:
+            # (cout / 16, ky, kx, cin, 16): each 16 output channels' weights in one contiguous block
+            wf = weight.detach().reshape(cout // 16, 16, cin, 3, 3).permute(0, 3, 4, 2, 1).contiguous()
+            lib.pooled_conv_forward(_ptr(x), _ptr(wf), _ptr(b), _ptr(out), _ptr(arg), n, h, w, cin, cout,
+                                    int(relu), torch.get_num_threads())
         if train:
             ctx.relu, ctx.bias = relu, bias is not None
             ctx.save_for_backward(x, weight, out if relu else None, arg)
@@ -107,16 +118,16 @@ class _PooledConv(torch.autograd.Function):
         db = torch.empty(cout) if ctx.bias else None
         _lib().pooled_conv_backward(_ptr(x), _ptr(g), _ptr(out), _ptr(arg), _ptr(wd), _ptr(dx), _ptr(dw),
                                     _ptr(db), n, h, w, cin, cout, int(ctx.relu), torch.get_num_threads())
-        return dx, dw.permute(0, 3, 1, 2).contiguous(), db, None, None
+        return dx, dw.permute(0, 3, 1, 2).contiguous(), db, None, None, None
 
 
 def pooled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                relu: bool = False) -> torch.Tensor:
+                relu: bool = False, winograd: bool = False) -> torch.Tensor:
     """max_pool2d(conv2d(x, weight, bias, padding=1), 2), then relu where asked, compiled (check
     usable() first): (N, C_out, H // 2, W // 2) in channels_last memory."""
     train = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                          or (bias is not None and bias.requires_grad))
-    return _PooledConv.apply(x, weight, bias, relu, train)
+    return _PooledConv.apply(x, weight, bias, relu, train, winograd)
 
 
 def pooled_conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

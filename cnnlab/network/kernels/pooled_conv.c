@@ -152,6 +152,117 @@ void pooled_conv_forward(const float *x, const float *wf, const float *bias, flo
     }
 }
 
+/* Winograd's F(2x2, 3x3) (Lavin and Gray, 2016): a pooling window's four conv outputs from its 4x4
+ * input patch d with 16 products per input and output channel instead of 36,
+ *     Y = A^T [ U * V ] A,   V = B^T d B,   U = G g G^T (the weights, transformed once per call),
+ * summed over input channels, * elementwise. The same sums in another order: the outputs agree with
+ * the direct ones to fp32 rounding, not bitwise. */
+
+/* the 4x4 patch of window q into v (16 rows of cin: v[xi * cin + c]), 8 input channels at a time */
+static inline void winograd_input(const float *restrict top, float *restrict v, int cin, int rs) {
+    for (int c = 0; c < cin; c += 8) {
+        __m256 d[16], t[16];
+        for (int r = 0; r < 4; r++)
+            for (int k = 0; k < 4; k++) d[4 * r + k] = _mm256_loadu_ps(top + r * rs + k * cin + c);
+        for (int k = 0; k < 4; k++) { /* B^T d: rows */
+            t[k] = _mm256_sub_ps(d[k], d[8 + k]);
+            t[4 + k] = _mm256_add_ps(d[4 + k], d[8 + k]);
+            t[8 + k] = _mm256_sub_ps(d[8 + k], d[4 + k]);
+            t[12 + k] = _mm256_sub_ps(d[4 + k], d[12 + k]);
+        }
+        for (int r = 0; r < 4; r++) { /* (B^T d) B: columns */
+            float *o = v + (size_t)(4 * r) * cin + c;
+            _mm256_storeu_ps(o, _mm256_sub_ps(t[4 * r], t[4 * r + 2]));
+            _mm256_storeu_ps(o + cin, _mm256_add_ps(t[4 * r + 1], t[4 * r + 2]));
+            _mm256_storeu_ps(o + 2 * cin, _mm256_sub_ps(t[4 * r + 2], t[4 * r + 1]));
+            _mm256_storeu_ps(o + 3 * cin, _mm256_sub_ps(t[4 * r + 1], t[4 * r + 3]));
+        }
+    }
+}
+
+/* m[t][xi][16] for NT windows from q (their patches in v, 16 cin apart... ) and 16 output channels
+ * (u: their transformed weights, (16 xi, cin, 16)): 2 NT sums in registers per xi */
+#define WINOGRAD_PRODUCTS(NT)                                                                \
+    static inline __attribute__((always_inline)) void winograd_products##NT(                 \
+        const float *v, const float *u, int cin, float *m) {                                 \
+        for (int xi = 0; xi < 16; xi++) {                                                    \
+            __m256 acc[2 * (NT)];                                                            \
+            for (int p = 0; p < 2 * (NT); p++) acc[p] = _mm256_setzero_ps();                 \
+            const float *ux = u + (size_t)xi * cin * 16, *vx = v + (size_t)xi * cin;         \
+            for (int c = 0; c < cin; c++) {                                                  \
+                const __m256 w0 = _mm256_loadu_ps(ux + (size_t)c * 16);                      \
+                const __m256 w1 = _mm256_loadu_ps(ux + (size_t)c * 16 + 8);                  \
+                for (int t = 0; t < (NT); t++) {                                             \
+                    const __m256 b = _mm256_broadcast_ss(vx + (size_t)t * 16 * cin + c);     \
+                    acc[2 * t] = _mm256_fmadd_ps(b, w0, acc[2 * t]);                         \
+                    acc[2 * t + 1] = _mm256_fmadd_ps(b, w1, acc[2 * t + 1]);                 \
+                }                                                                            \
+            }                                                                                \
+            for (int t = 0; t < (NT); t++) {                                                 \
+                _mm256_store_ps(m + (t * 16 + xi) * 16, acc[2 * t]);                         \
+                _mm256_store_ps(m + (t * 16 + xi) * 16 + 8, acc[2 * t + 1]);                 \
+            }                                                                                \
+        }                                                                                    \
+    }
+WINOGRAD_PRODUCTS(1)
+WINOGRAD_PRODUCTS(3)
+WINOGRAD_PRODUCTS(6)
+
+/* A^T M A for one window's 16 channels (mt: its m[xi][16]) plus the bias: the four outputs as emit
+ * takes them (t: top row, u: bottom row, each two pixels of two halves) */
+static inline __attribute__((always_inline)) void winograd_output(const float *mt, const float *bias,
+                                                                   __m256 *t, __m256 *u) {
+    for (int hf = 0; hf < 2; hf++) {
+        __m256 s[8], bv = _mm256_loadu_ps(bias + 8 * hf);
+        for (int k = 0; k < 4; k++) { /* A^T M: rows */
+            const __m256 m0 = _mm256_load_ps(mt + (0 + k) * 16 + 8 * hf), m1 = _mm256_load_ps(mt + (4 + k) * 16 + 8 * hf);
+            const __m256 m2 = _mm256_load_ps(mt + (8 + k) * 16 + 8 * hf), m3 = _mm256_load_ps(mt + (12 + k) * 16 + 8 * hf);
+            s[k] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+            s[4 + k] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+        }
+        for (int r = 0; r < 2; r++) { /* (A^T M) A: columns */
+            __m256 *row = r ? u : t;
+            row[hf] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s[4 * r], s[4 * r + 1]), s[4 * r + 2]), bv);
+            row[2 + hf] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s[4 * r + 1], s[4 * r + 2]), s[4 * r + 3]), bv);
+        }
+    }
+}
+
+/* pooled_conv_forward by F(2x2, 3x3): u: the transformed weights, (cout / 16, 16, cin, 16); cin a
+ * multiple of 8; the rest as there */
+void pooled_conv_winograd(const float *x, const float *u, const float *bias, float *out, uint8_t *arg,
+                          int n, int h, int w, int cin, int cout, int relu, int threads) {
+    const int ho = h / 2, wo = w / 2, nq = ho * wo, rs = (w + 2) * cin;
+#pragma omp parallel num_threads(threads)
+    {
+        float *xp = scratch((size_t)(h + 2) * rs), *v = scratch((size_t)nq * 16 * cin), *m = scratch(6 * 16 * 16);
+#pragma omp for schedule(static)
+        for (int b = 0; b < n; b++) {
+            pad(x + (size_t)b * h * w * cin, xp, h, w, cin);
+            for (int q = 0; q < nq; q++)
+                winograd_input(xp + (size_t)(2 * (q / wo)) * rs + (size_t)(2 * (q % wo)) * cin, v + (size_t)q * 16 * cin, cin, rs);
+            for (int ob = 0; ob < cout; ob += 16) {
+                const float *ub = u + (size_t)ob * 16 * cin, *bb = bias ? bias + ob : ZEROS;
+                for (int q = 0; q < nq;) {
+                    const int nt = nq - q >= 6 ? 6 : nq - q >= 3 ? 3 : 1;
+                    if (nt == 6) winograd_products6(v + (size_t)q * 16 * cin, ub, cin, m);
+                    else if (nt == 3) winograd_products3(v + (size_t)q * 16 * cin, ub, cin, m);
+                    else winograd_products1(v + (size_t)q * 16 * cin, ub, cin, m);
+                    for (int t = 0; t < nt; t++, q++) {
+                        __m256 tt[4], uu[4];
+                        winograd_output(m + t * 256, bb, tt, uu);
+                        const size_t o = ((size_t)b * nq + q) * cout + ob;
+                        emit(tt, uu, out + o, arg ? arg + o : NULL, relu);
+                    }
+                }
+            }
+        }
+        free(xp);
+        free(v);
+        free(m);
+    }
+}
+
 /* A channel's weight gradient summed in registers over cnt windows: for rows r in [R0, R0 + NR)
  * and vectors j < NV of each, wr[r * kr + 8 j ...] += sum over the windows i of
  * gl[i] * xp[at[i] + r * rs + 8 j ...] (gl, at: the channel's gradients and winners' offsets, in
