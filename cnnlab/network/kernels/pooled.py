@@ -6,7 +6,9 @@ as one compiled pass, and its backward through the pooling's winners only (poole
         y = pooled_conv(x, conv.weight, conv.bias)           # the same without the ReLU
 
 The outputs are ATen's; the gradients are the same sums added in another order (they agree to
-fp32 rounding), and they do not depend on the thread count. Where the compiled library is missing,
+fp32 rounding), and they do not depend on the thread count. With winograd=True (the fast models)
+the forward's products are Winograd's F(2x2, 3x3), 16 per window and channel pair instead of 36:
+its outputs too agree with ATen's to fp32 rounding, not bitwise. Where the compiled library is missing,
 turned off, or the layers are not exactly conv 3x3 'same' + max pool 2 (or anything watches the
 layers: hooks, tracing, autocast), usable() is False and the caller runs ATen's operators.
 """
@@ -124,7 +126,8 @@ class _PooledConv(torch.autograd.Function):
 def pooled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                 relu: bool = False, winograd: bool = False) -> torch.Tensor:
     """max_pool2d(conv2d(x, weight, bias, padding=1), 2), then relu where asked, compiled (check
-    usable() first): (N, C_out, H // 2, W // 2) in channels_last memory."""
+    usable() first): (N, C_out, H // 2, W // 2) in channels_last memory. winograd: the forward by
+    F(2x2, 3x3) where C_in is a multiple of 8 (outputs equal to ATen's to rounding, not bitwise)."""
     train = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                          or (bias is not None and bias.requires_grad))
     return _PooledConv.apply(x, weight, bias, relu, train, winograd)

@@ -4,6 +4,8 @@
  *
  * Forward: each pooling window's four conv outputs are summed in registers (16 output channels at a
  * time), the window's maximum and its position are kept, and the full-size conv map is never stored.
+ * The same by Winograd's F(2x2, 3x3), a window being one 2x2 tile: 16 products instead of 36, the
+ * outputs equal to the direct ones to fp32 rounding (pooled_conv_winograd).
  * Backward: a pooled output's gradient reaches only the window position that won (and only where
  * the ReLU passed it), so the weight and input gradients are sums over those positions alone: a
  * quarter or less of a dense convolution's backward work, the same sums in another order.
@@ -60,7 +62,7 @@ static void pad(const float *restrict x, float *restrict xp, int h, int w, int c
  * NP = 6, enough to cover the FMA units' latency). */
 #define CONV_ROW(NP)                                                                         \
     static inline __attribute__((always_inline)) void conv_row##NP(                          \
-        const float *in, const float *wf, const float *bias, int cin, int rs, __m256 *res) {        \
+        const float *in, const float *wf, const float *bias, int cin, int rs, __m256 *res) {          \
         __m256 acc[2 * (NP)];                                                                \
         for (int p = 0; p < 2 * (NP); p++) acc[p] = _mm256_setzero_ps();                     \
         for (int ky = 0; ky < 3; ky++)                                                       \
@@ -180,8 +182,9 @@ static inline void winograd_input(const float *restrict top, float *restrict v, 
     }
 }
 
-/* m[t][xi][16] for NT windows from q (their patches in v, 16 cin apart... ) and 16 output channels
- * (u: their transformed weights, (16 xi, cin, 16)): 2 NT sums in registers per xi */
+/* m[t][xi][16] for NT neighbouring windows (v: the first one's transformed patch, (16 xi, cin), the
+ * next ones 16 cin further on) and 16 output channels (u: their transformed weights, (16 xi, cin,
+ * 16)): 2 NT sums in registers per xi */
 #define WINOGRAD_PRODUCTS(NT)                                                                \
     static inline __attribute__((always_inline)) void winograd_products##NT(                 \
         const float *v, const float *u, int cin, float *m) {                                 \
