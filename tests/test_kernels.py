@@ -27,11 +27,15 @@ def aten_pool(x, w, b):
     return F.max_pool2d(F.conv2d(x, w, b, padding=1), 2)
 
 
-def both(x, w, b, g, relu=True):
-    """Output and the gradients of x, w and b (None: no bias), by the compiled pass and by ATen:
-    conv -> max pool -> ReLU, or without the ReLU."""
+def both(x, w, b, g, relu=True, winograd=False):
+    """Output and the gradients of x, w and b (None: no bias), by the compiled pass (its forward
+    by F(2x2, 3x3) where winograd) and by ATen: conv -> max pool -> ReLU, or without the ReLU."""
+    compiled = pooled_conv_relu if relu else pooled_conv
+    if winograd:
+        def compiled(*a):
+            return pooled_conv(*a, relu=relu, winograd=True)
     out = []
-    for fn in ((pooled_conv_relu, aten) if relu else (pooled_conv, aten_pool)):
+    for fn in (compiled, aten if relu else aten_pool):
         xs, ws = (t.detach().clone().requires_grad_(True) for t in (x, w))
         bs = None if b is None else b.detach().clone().requires_grad_(True)
         y = fn(xs, ws, bs)
@@ -107,14 +111,7 @@ def test_by_winograd_it_agrees_with_aten_to_rounding(n, cin, cout, h, relu, bias
     w_ = torch.randn(cout, cin, 3, 3) * 0.1
     b = torch.randn(cout) * 0.1 if bias else None
     g = torch.randn(n, cout, h // 2, h // 2)
-    got = []
-    for fn in (lambda *a: pooled_conv(*a, relu=relu, winograd=True), aten if relu else aten_pool):
-        xs, ws = (t.detach().clone().requires_grad_(True) for t in (x, w_))
-        bs = None if b is None else b.detach().clone().requires_grad_(True)
-        y = fn(xs, ws, bs)
-        y.backward(g)
-        got.append((y.detach(), xs.grad, ws.grad, None if bs is None else bs.grad))
-    (y, dx, dw, db), (ry, rdx, rdw, rdb) = got
+    (y, dx, dw, db), (ry, rdx, rdw, rdb) = both(x, w_, b, g, relu=relu, winograd=True)
     assert not torch.equal(y, ry) or h == 2  # another order of sums: not ATen's bits
     close(y, ry, scale=ry.abs().max().item())
     close(dx, rdx, scale=rdx.abs().max().item())
