@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from cnnlab.network.kernels import build, pooled_conv, pooled_conv_relu, usable
@@ -54,6 +54,17 @@ def graph(t) -> set[str]:
             names.add(type(node).__name__)
             todo.extend(n for n, _ in node.next_functions)
     return names
+
+
+def clear_winners(x, w, b, rel=1e-5) -> bool:
+    """Whether every pooling window's two largest conv outputs differ by more than rounding (rel of
+    the largest output): at a closer call either position is a right winner, and the gradient's
+    place depends on how the sums were rounded."""
+    y = F.conv2d(x.double(), w.double(), None if b is None else b.double(), padding=1)
+    n, c, h, w_ = y.shape
+    win = y[:, :, :h // 2 * 2, :w_ // 2 * 2].unfold(2, 2, 2).unfold(3, 2, 2).reshape(n, c, h // 2, w_ // 2, 4)
+    top = win.topk(2, dim=-1).values
+    return bool((top[..., 0] - top[..., 1]).min() > rel * y.abs().max())
 
 
 def close(a, b, scale=1.0):
@@ -150,6 +161,7 @@ def test_any_shape_agrees_with_aten(n, cin, blocks, h, w, seed):
     w_ = torch.randn(16 * blocks, cin, 3, 3) * 0.3
     b = torch.randn(16 * blocks) * 0.1
     g = torch.randn(n, 16 * blocks, h // 2, w // 2)
+    assume(clear_winners(x, w_, b))
     (y, dx, dw, db), (ry, rdx, rdw, rdb) = both(x, w_, b, g)
     close(y, ry)
     close(dx, rdx)
