@@ -1,7 +1,7 @@
 """Where a training step's time goes: torch.profiler's per-operator table for a recipe's steps.
 
     python benchmarks/profile_step.py [--recipe seed] [--steps 100] [--data PATH] [--rows 15]
-                                      [--precision auto|fp32|bf16] [--threads N]
+                                      [--precision auto|fp32|bf16] [--threads N] [--epoch 1]
 
 It loads the data as `cnnlab train` does (cnnlab's decode cache, glibc's malloc tuned as the
 command tunes it: cnnlab/training/allocator.py), builds the recipe's model and
@@ -9,7 +9,9 @@ training pieces with cnnlab.training.loop.setup, runs --steps steps of train_epo
 warm-up of 20 steps, so one-time allocations and kernel selection are not counted) under
 torch.profiler, and prints the operators by their own (self) CPU time: per step in milliseconds
 and as a share of the step. The first line names the CPU, its instruction set and the arithmetic,
-so a table can be quoted as it is. Nothing is written.
+so a table can be quoted as it is. --epoch picks the epoch whose steps are profiled: a recipe
+that freezes some parameters after its first epochs (optimizer.train_epochs) skips their part of
+the backward pass there. Nothing is written.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=15, help="operators shown")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--epoch", type=int, default=1, help="the epoch whose steps are profiled")
     return p.parse_args(argv)
 
 
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(steps: int) -> float:
         start = time.perf_counter()
-        train_epoch(s, d, cfg, TrainState(epoch=1), max_steps=steps)
+        train_epoch(s, d, cfg, TrainState(epoch=args.epoch), max_steps=steps)
         return time.perf_counter() - start
 
     run(20)
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     isa = detect_isa(read_cpu_flags())
     print(f"machine: {run_machine()}, {isa}, threads {torch.get_num_threads()}, precision {precision}")
     print(f"recipe {args.recipe}: model {cfg.model}, batch {cfg.batch_size}; {args.steps} steps: "
-          f"{step_ms:.2f} ms per step unprofiled ({1000 * seconds / args.steps:.2f} ms profiled)")
+          f"{step_ms:.2f} ms per step of epoch {args.epoch} unprofiled ({1000 * seconds / args.steps:.2f} ms profiled)")
     print("\n".join(op_table(prof.key_averages(), args.steps, step_ms, args.rows)))
 
 
