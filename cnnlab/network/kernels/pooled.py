@@ -114,7 +114,11 @@ class _PooledConv(torch.autograd.Function):
         cout = weight.shape[0]
         g = g.contiguous(memory_format=torch.channels_last)
         want_dx = ctx.needs_input_grad[0]
-        wd = weight.detach().permute(0, 2, 3, 1).contiguous() if want_dx else None  # (cout, ky, kx, cin)
+        wd = None
+        if want_dx and cin % 8 == 0:  # (cin / 8, cout, ky, kx, 8): vector j of every channel's taps together
+            wd = weight.detach().reshape(cout, cin // 8, 8, 3, 3).permute(1, 0, 3, 4, 2).contiguous()
+        elif want_dx:  # (cout, ky, kx, cin)
+            wd = weight.detach().permute(0, 2, 3, 1).contiguous()
         dx = torch.empty((n, cin, h, w), memory_format=torch.channels_last) if want_dx else None
         dw = torch.empty((cout, 3, 3, cin))
         db = torch.empty(cout) if ctx.bias else None

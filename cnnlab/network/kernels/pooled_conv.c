@@ -289,21 +289,57 @@ void pooled_conv_winograd(const float *x, const float *u, const float *bias, flo
                 _mm256_store_ps(wr + ((R0) + r) * kr + 8 * ((J0) + j), acc[r * (NV) + j]);   \
     } while (0)
 
-/* A winning position's input gradient, vectors j0 .. j0 + NJ of row ky (NJ a literal, so the
- * sums stay in registers): the channels that won there (wp, their gradients gp) times their
- * weights, added to the window's patch in dxp (dr) */
-#define SCATTER(NJ)                                                                          \
+/* The input gradient of one window, 8 input channels (vector j) at a time: the 4x4 patch the
+ * window's four 3x3 conv patches cover is summed in registers, half of it (two rows, acc[0..7]) at
+ * a time, over the output channels of one chunk, grouped by the position that won (so every
+ * product lands in a register known at compile time), then added to dxp. TAPS(P, K0, K1, R0):
+ * the channels that won at position P (the set bits of mk[P], their gradients in gq), rows K0..K1
+ * of their 3x3 taps, which land in patch rows (P >> 1) + ky, R0 the first row of the half. */
+#define TAPS(P, K0, K1, R0)                                                                   \
     do {                                                                                     \
-        float *d_ = dr + ky * rs + 8 * j0;                                                   \
-        __m256 acc[NJ];                                                                      \
-        for (int j = 0; j < (NJ); j++) acc[j] = _mm256_loadu_ps(d_ + 8 * j);                  \
-        for (int i = 0; i < nc[p]; i++) {                                                    \
-            const __m256 v = _mm256_broadcast_ss(gp + i);                                    \
-            const float *wk = wd + (size_t)wp[i] * kw + ky * k3 + 8 * j0;                    \
-            for (int j = 0; j < (NJ); j++) acc[j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(wk + 8 * j), acc[j]); \
+        for (uint64_t m_ = mk[P]; m_; m_ &= m_ - 1) {                                        \
+            const int co = __builtin_ctzll(m_);                                              \
+            const __m256 v = _mm256_broadcast_ss(gq + co);                                   \
+            const float *wk = wsl + (size_t)co * 72;                                         \
+            for (int ky = (K0); ky <= (K1); ky++)                                            \
+                for (int kx = 0; kx < 3; kx++) {                                             \
+                    const int a = ((P) / 2 + ky - (R0)) * 4 + (P) % 2 + kx;                  \
+                    acc[a] = _mm256_fmadd_ps(v, _mm256_loadu_ps(wk + (ky * 3 + kx) * 8), acc[a]); \
+                }                                                                            \
         }                                                                                    \
-        for (int j = 0; j < (NJ); j++) _mm256_storeu_ps(d_ + 8 * j, acc[j]);                  \
     } while (0)
+
+/* dxp (h + 2, w + 2, cin) += the input gradient of one image, cin a multiple of 8. wj: the weights
+ * as (cin / 8, cout, 3, 3, 8); gms: the gradients (nq, cout), 0 where none passed; masks: per window
+ * and chunk of 64 output channels, which of them won at each of the four positions (with a
+ * gradient). One chunk's weights for one j (18 KB) stay in the L1 cache over all the windows. */
+static void input_gradient(const float *restrict wj, const float *restrict gms, const uint64_t *restrict masks,
+                           float *restrict dxp, int nq, int wo, int rs, int cin, int cout) {
+    const int chunks = (cout + 63) / 64;
+    for (int j = 0; j < cin / 8; j++)
+        for (int cc = 0; cc < chunks; cc++) {
+            const float *wsl = wj + ((size_t)j * cout + (size_t)cc * 64) * 72; /* vector j of the chunk's taps */
+            for (int q = 0; q < nq; q++) {
+                const uint64_t *mk = masks + ((size_t)q * chunks + cc) * 4;
+                const float *gq = gms + (size_t)q * cout + (size_t)cc * 64;
+                float *corner = dxp + (size_t)(2 * (q / wo)) * rs + (size_t)(2 * (q % wo)) * cin + 8 * j;
+                for (int half = 0; half < 2; half++) {
+                    __m256 acc[8];
+                    for (int a = 0; a < 8; a++) acc[a] = _mm256_setzero_ps();
+                    if (half == 0) { /* patch rows 0-1 */
+                        TAPS(0, 0, 1, 0); TAPS(1, 0, 1, 0); TAPS(2, 0, 0, 0); TAPS(3, 0, 0, 0);
+                    } else { /* patch rows 2-3 */
+                        TAPS(0, 2, 2, 2); TAPS(1, 2, 2, 2); TAPS(2, 1, 2, 2); TAPS(3, 1, 2, 2);
+                    }
+                    for (int r = 0; r < 2; r++)
+                        for (int c = 0; c < 4; c++) {
+                            float *d = corner + (size_t)(2 * half + r) * rs + (size_t)c * cin;
+                            _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), acc[r * 4 + c]));
+                        }
+                }
+            }
+        }
+}
 
 /* One image's share of the backward pass, added to pw (weight gradient rows of kr) and pb (bias
  * gradient); dx of the image where dxp is given. Kept out of the OpenMP region so that its sizes
@@ -311,7 +347,7 @@ void pooled_conv_winograd(const float *x, const float *u, const float *bias, flo
 static void backward_image(const float *restrict x, const float *restrict g, const float *restrict out,
                            const uint8_t *restrict arg, const float *restrict wd, float *restrict dx,
                            float *restrict pw, float *restrict pb, float *restrict xp, float *restrict dxp,
-                           int *restrict att, float *restrict gmt, float *restrict gms,
+                           int *restrict att, float *restrict gmt, float *restrict gms, uint64_t *restrict masks,
                            const int h, const int w, const int cin, const int cout, const int relu) {
     const int ho = h / 2, wo = w / 2, rs = (w + 2) * cin, k3 = 3 * cin, kw = 9 * cin, nq = ho * wo;
     const int kr = (k3 + 7) / 8 * 8, nv = kr / 8;
@@ -341,40 +377,34 @@ static void backward_image(const float *restrict x, const float *restrict g, con
                 }
             }
         }
-    if (dxp) { /* per window: the channels grouped by their winner, each group summed in registers */
+    if (dxp && cin % 8 == 0) { /* per window and chunk of 64 channels: who won where, as bit masks */
         memset(dxp, 0, (size_t)(h + 2) * rs * sizeof(float));
-        int who[4 * cout], nc[4];
-        float gs[4 * cout];
-        for (int q = 0; q < nq; q++) {
-            const size_t o = (size_t)q * cout;
-            nc[0] = nc[1] = nc[2] = nc[3] = 0;
-            for (int co = 0; co < cout; co++) {
-                const int p = arg[o + co], k = p * cout + nc[p];
-                who[k] = co;
-                gs[k] = gms[o + co];
-                nc[p] += gms[o + co] != 0.0f;
-            }
-            const int corner = 2 * (q / wo) * rs + 2 * (q % wo) * cin;
-            for (int p = 0; p < 4; p++) {
-                float *restrict dr = dxp + corner + (p >> 1) * rs + (p & 1) * cin;
-                const int *wp = who + p * cout;
-                const float *gp = gs + p * cout;
-                if (k3 % 8 == 0) { /* whole vectors: 9 (or 6, then 3, then 1) of a row at a time in registers */
-                    for (int ky = 0; ky < 3; ky++) {
-                        int j0 = 0;
-                        if (k3 % 72 == 0)
-                            for (; j0 + 9 <= k3 / 8; j0 += 9) SCATTER(9);
-                        for (; j0 + 6 <= k3 / 8; j0 += 6) SCATTER(6);
-                        for (; j0 + 3 <= k3 / 8; j0 += 3) SCATTER(3);
-                        for (; j0 < k3 / 8; j0++) SCATTER(1);
-                    }
-                } else { /* rows that are not whole vectors: one channel at a time */
-                    for (int i = 0; i < nc[p]; i++) {
-                        const float *restrict wk = wd + (size_t)wp[i] * kw;
-                        for (int r = 0; r < 3; r++)
-                            for (int k = 0; k < k3; k++) dr[r * rs + k] += gp[i] * wk[r * k3 + k];
-                    }
+        const int chunks = (cout + 63) / 64;
+        memset(masks, 0, (size_t)nq * chunks * 4 * sizeof(uint64_t));
+        for (int q = 0; q < nq; q++)
+            for (int c8 = 0; c8 < cout; c8 += 8) {
+                const size_t o = (size_t)q * cout + c8;
+                const __m256 some = _mm256_cmp_ps(_mm256_loadu_ps(gms + o), _mm256_setzero_ps(), _CMP_NEQ_UQ);
+                const __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(arg + o)));
+                uint64_t *mk = masks + ((size_t)q * chunks + c8 / 64) * 4;
+                for (int p = 0; p < 4; p++) {
+                    const __m256 at_p = _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, _mm256_set1_epi32(p)));
+                    mk[p] |= (uint64_t)_mm256_movemask_ps(_mm256_and_ps(at_p, some)) << (c8 % 64);
                 }
+            }
+        input_gradient(wd, gms, masks, dxp, nq, wo, rs, cin, cout);
+    } else if (dxp) { /* rows that are not whole vectors: one channel at a time */
+        memset(dxp, 0, (size_t)(h + 2) * rs * sizeof(float));
+        for (int q = 0; q < nq; q++) {
+            const int corner = 2 * (q / wo) * rs + 2 * (q % wo) * cin;
+            for (int co = 0; co < cout; co++) {
+                const int p = arg[(size_t)q * cout + co];
+                const float gq = gms[(size_t)q * cout + co];
+                float *restrict dr = dxp + corner + (p >> 1) * rs + (p & 1) * cin;
+                const float *restrict wk = wd + (size_t)co * kw;
+                if (gq != 0.0f)
+                    for (int r = 0; r < 3; r++)
+                        for (int k = 0; k < k3; k++) dr[r * rs + k] += gq * wk[r * k3 + k];
             }
         }
     }
@@ -408,12 +438,13 @@ static void backward_image(const float *restrict x, const float *restrict g, con
 }
 
 /* The backward pass of pooled_conv_forward. g: the gradient of out; x, out, arg, relu as in the
- * forward (out is read only with relu). wd: (cout, 3, 3, cin) and dx: (n, h, w, cin), both NULL
- * where no input gradient is wanted. dw: (cout, 3, 3, cin) and db: (cout) or NULL, overwritten.
+ * forward (out is read only with relu). wd: the weights, (cin / 8, cout, 3, 3, 8) where cin is a
+ * multiple of 8, else (cout, 3, 3, cin), and dx: (n, h, w, cin), both NULL where no input gradient
+ * is wanted. dw: (cout, 3, 3, cin) and db: (cout) or NULL, overwritten.
  * A channel's weight gradient is summed in registers over two rows of an image's windows at a time,
  * with a zero gradient where the ReLU stopped it (no branches), 8 taps-by-channels at a time (rows
  * of 3 * cin rounded up to 8: the extra lanes read neighbouring values and are dropped); the input
- * gradient per window, its channels grouped by winning position. */
+ * gradient per window, its channels grouped by winning position (input_gradient). */
 void pooled_conv_backward(const float *x, const float *g, const float *out, const uint8_t *arg,
                           const float *wd, float *dx, float *dw, float *db,
                           int n, int h, int w, int cin, int cout, int relu, int threads) {
@@ -427,6 +458,7 @@ void pooled_conv_backward(const float *x, const float *g, const float *out, cons
     {
         float *xp = scratch(padded + kr), *dxp = dx ? scratch(padded) : NULL;
         int *att = (int *)scratch(pooled);
+        uint64_t *masks = dx ? (uint64_t *)scratch((size_t)nq * ((cout + 63) / 64) * 8) : NULL;
         float *gmt = scratch(pooled), *gms = scratch(pooled);
         memset(xp + padded, 0, kr * sizeof(float)); /* the slack the last row's extra lanes read */
 #pragma omp for schedule(dynamic, 1)
@@ -437,13 +469,14 @@ void pooled_conv_backward(const float *x, const float *g, const float *out, cons
             for (int b = ch * per; b < end; b++)
                 backward_image(x + (size_t)b * h * w * cin, g + b * pooled, out ? out + b * pooled : NULL, arg + b * pooled,
                                wd, dx ? dx + (size_t)b * h * w * cin : NULL, pw, pw + (size_t)cout * 3 * kr,
-                               xp, dxp, att, gmt, gms, h, w, cin, cout, relu);
+                               xp, dxp, att, gmt, gms, masks, h, w, cin, cout, relu);
         }
         free(xp);
         free(dxp);
         free(att);
         free(gmt);
         free(gms);
+        free(masks);
     }
     for (int co = 0; co < cout; co++) {
         for (int ky = 0; ky < 3; ky++)
