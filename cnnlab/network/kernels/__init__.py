@@ -2,11 +2,15 @@
 on first use with the machine's compiler (build.library) and skipped cleanly where none builds.
 
     from cnnlab.network.kernels import pooled_conv, pooled_conv_relu, usable
+    from cnnlab.network.kernels import GELU, gelu, gelu_usable
 """
 
 from ...lazy import face
 
-_FACE = {'library': 'build',
+_FACE = {'GELU': 'activation',
+         'gelu': 'activation',
+         'gelu_usable': 'activation',
+         'library': 'build',
          'enabled': 'build',
          'usable': 'pooled',
          'pooled_conv': 'pooled',

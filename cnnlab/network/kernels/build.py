@@ -1,7 +1,7 @@
 """Compiles the package's C kernels with the machine's C compiler on first use and loads them.
 
-    lib = library()        # a ctypes.CDLL, or None: no compiler, a failed build, or CNNLAB_KERNELS=0
-    prebuild()             # the same build ahead of time (the train command's helper process runs it)
+    lib = library("gelu.c")  # a ctypes.CDLL, or None: no compiler, a failed build, or CNNLAB_KERNELS=0
+    prebuild()               # every source's build ahead of time (the train command's helper process runs it)
 
 The shared library is built once per source, compiler and CPU (`-O3 -march=native`, OpenMP where
 the compiler has it) into the cache folder (CNNLAB_CACHE, else ~/.cache/cnnlab) and reused after.
@@ -91,9 +91,16 @@ def _target(name: str) -> Path | None:
     return cache_dir() / "kernels" / f"{src.stem}-{key}.so"
 
 
-def prebuild(name: str = "pooled_conv.c") -> str | None:
-    """Builds the library where it is not built yet (no loading); its path, None where none builds."""
-    return _ensure(name, _target(name)) if enabled() else None
+SOURCES = ("pooled_conv.c", "gelu.c")  # the package's kernels, each its own library
+
+
+def prebuild(name: str | None = None) -> str | None:
+    """Builds the library of source `name` (None: of every source) where it is not built yet, with
+    no loading; its path (the last one's), None where it does not build."""
+    if not enabled():
+        return None
+    paths = [_ensure(n, _target(n)) for n in ((name,) if name else SOURCES)]
+    return paths[-1] if all(paths) else None
 
 
 def _ensure(name: str, target: Path | None) -> str | None:

@@ -21,7 +21,8 @@ Every width has the same layout:
              At stride 2 (fast-q-s2) the patches lie side by side: every pixel still reaches
              the first block, but each map is half as wide and tall, so the network does
              0.3x the work (3.0 M MACs against fast-q's 10.1 M)
-    block x3 conv3x3 -> maxpool 2 -> BN -> GELU (-> conv3x3 -> BN -> GELU)
+    block x3 conv3x3 -> maxpool 2 -> BN -> GELU (-> conv3x3 -> BN -> GELU); each GELU the exact
+             (erf) form, compiled in fp32 on the CPU with its derivative (network.kernels.GELU)
     head     max pooling over the whole final map, whatever its size -> linear (no bias) ->
              times a fixed scale
 
@@ -88,12 +89,12 @@ class Block(nn.Module):
         self.conv1 = identity_conv(c_in, c_out)
         self.pool = nn.MaxPool2d(2)
         self.norm1 = frozen_scale_bn(c_out)
-        self.act1 = nn.GELU()
+        self.act1 = kernels.GELU()
         self.second = convs == 2
         if self.second:
             self.conv2 = identity_conv(c_out, c_out)
             self.norm2 = frozen_scale_bn(c_out)
-            self.act2 = nn.GELU()
+            self.act2 = kernels.GELU()
 
     def forward(self, x):                          # (B, c_in, H, W)
         # conv -> pool as one compiled pass in fp32 on the CPU where it builds (network.kernels), its
@@ -140,7 +141,7 @@ class FastNet(nn.Module):
         self.whiten.weight.requires_grad_(False)
         with torch.no_grad():
             self.whiten.bias.zero_()
-        self.act0 = nn.GELU()
+        self.act0 = kernels.GELU()
         chans = (c_white, *self.widths)
         self.blocks = nn.Sequential(*(Block(a, b, convs) for a, b in zip(chans[:-1], chans[1:])))
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
