@@ -43,6 +43,20 @@ def test_the_narrow_widths_are_fast_94_scaled_down(name, fraction):
     assert [c.out_channels * fraction for c in convs(small)[1:]] == [c.out_channels for c in convs(big)[1:]]
 
 
+def test_fast_c_is_fast_h_without_the_middle_blocks_second_conv_and_a_wider_last_block():
+    """fast-c: fast-h's first block, its middle block's first conv only, and a last block of 160."""
+    h, c = create("fast-h"), create("fast-c")
+    assert c.widths == (32, 128, 160) and c.convs == (2, 1, 2)
+    assert [b.second for b in c.blocks] == [True, False, True] and not hasattr(c.blocks[1], "conv2")
+    assert c.blocks[0].conv2.weight.shape == h.blocks[0].conv2.weight.shape
+    assert c.blocks[2].conv1.weight.shape == (160, 128, 3, 3) and c.fc.in_features == 160
+    macs = {m: totals(summarize(create(m), (3, 32, 32)))["macs"] for m in ("fast-h", "fast-c")}
+    # fast-h's 128 -> 128 conv at 7x7 is 22 % of its MACs; the wider last block adds back 8 %
+    assert 0.8 < macs["fast-c"] / macs["fast-h"] < 0.9
+    with pytest.raises(ValueError, match="convs"):
+        FastNet((32, 64, 64), (2, 3, 2))
+
+
 def test_stride_2_whitening_keeps_the_even_positions_of_stride_1():
     """fast-q-s2 is fast-q with the whitening conv at stride 2: the same parameters (fast-q's
     weights load into it), its whitened maps are fast-q's at the even positions, 16 x 16, and

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ...errors import CnnlabError
-from .fast import FastNet, fast_94, fast_h, fast_l, fast_m, fast_q, fast_q_s2, fast_s
+from .fast import FastNet, fast_94, fast_c, fast_h, fast_l, fast_m, fast_q, fast_q_s2, fast_s
 from .resnet import resnet18
 from .seed import SeedNet, seed, seed_avgpool, seed_bn, seed_bn_dropout, seed_p1, seed_wide
 
@@ -26,6 +26,7 @@ MODELS = {
     "fast-q": fast_q,
     "fast-s": fast_s,
     "fast-h": fast_h,
+    "fast-c": fast_c,
     "fast-m": fast_m,
     "fast-94": fast_94,
     "fast-l": fast_l,
