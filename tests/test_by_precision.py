@@ -118,12 +118,12 @@ def test_the_sprints_fp32_choices_stay_the_sprints_and_a_base_whose_keys_are_all
     fp32 choices: they set those keys themselves. fast-85 makes fp32 choices of its own."""
     assert {name: load_recipe(name).by_precision for name in names() if load_recipe(name).by_precision} == \
         {"sprint": load_recipe("sprint").by_precision,
-         "fast-85": {"fp32": {"epochs": 4, "select.keep": 0.5, "optimizer.train_epochs.bias": 1}}}
+         "fast-85": {"fp32": {"model": "fast-c", "epochs": 4, "select.keep": 0.5, "optimizer.train_epochs.bias": 1}}}
     fp32 = resolve("fast-85", {"device": "cpu", "precision": "fp32"})
-    assert (fp32.epochs, fp32.select.keep, fp32.optimizer.muon.lr, fp32.optimizer.train_epochs.bias) == \
-        (4, 0.5, 0.12, 1)
+    assert (fp32.model, fp32.epochs, fp32.select.keep, fp32.optimizer.muon.lr, fp32.optimizer.train_epochs.bias) == \
+        ("fast-c", 4, 0.5, 0.12, 1)
     bf16 = resolve("fast-85", {"device": "cpu", "precision": "bf16"})
-    assert (bf16.epochs, bf16.select.keep, bf16.optimizer.train_epochs.bias) == (3, 1.0, 0)
+    assert (bf16.model, bf16.epochs, bf16.select.keep, bf16.optimizer.train_epochs.bias) == ("fast-h", 3, 1.0, 0)
     for name in ("fast-90", "fast-94"):
         fp32, bf16 = (to_dict(resolve(name, {"device": "cpu", "precision": p})) for p in ("fp32", "bf16"))
         assert {k for k in fp32 if fp32[k] != bf16[k]} == {"precision"}, name
