@@ -17,7 +17,7 @@ import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
 from .build import library
-from .pooled import _watched
+from .guards import parallel, recorded, watched
 
 
 def _lib() -> ctypes.CDLL | None:
@@ -32,13 +32,9 @@ def _lib() -> ctypes.CDLL | None:
 
 def gelu_usable(x: torch.Tensor, modules=()) -> bool:
     """Whether GELU of x can run compiled; modules: the layers it stands for (a hook keeps ATen's)."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() \
-            or torch.is_autocast_enabled("cpu"):
+    if recorded() or not (x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() > 0):
         return False
-    if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() > 0) or _watched(modules):
-        return False
-    lib = _lib()  # built without OpenMP, it runs one thread: slower than ATen's two
-    return lib is not None and (lib._threaded or torch.get_num_threads() == 1)
+    return not watched(modules) and parallel(_lib())
 
 
 class _GELU(torch.autograd.Function):

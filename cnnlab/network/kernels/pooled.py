@@ -21,6 +21,7 @@ import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
 from .build import library
+from .guards import parallel, recorded, watched
 
 _P, _I = ctypes.c_void_p, ctypes.c_int
 # Winograd's F(2x2, 3x3) filter transform (Lavin and Gray, 2016)
@@ -46,22 +47,11 @@ def _ptr(t: torch.Tensor | None):
     return None if t is None else t.data_ptr()
 
 
-def _watched(modules) -> bool:
-    """Whether a hook would see these modules' forward or backward (inspection, summaries, Captum)."""
-    g = nn.modules.module
-    if g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks \
-            or g._global_backward_pre_hooks:
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-               for m in modules)
-
-
 def usable(x: torch.Tensor, conv: nn.Conv2d, pool: nn.Module, modules=()) -> bool:
     """Whether conv -> max pool (-> ReLU) on x can run compiled, with ATen's results; modules:
     other layers the compiled pass stands for (a hook on any of them keeps ATen's)."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() \
-            or torch.is_autocast_enabled("cpu"):
-        return False  # an exported or compiled graph records ATen's operators; autocast asks for bf16
+    if recorded():
+        return False
     if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and x.shape[2] >= 2 and x.shape[3] >= 2 and x.numel() > 0):
         return False
@@ -74,10 +64,7 @@ def usable(x: torch.Tensor, conv: nn.Conv2d, pool: nn.Module, modules=()) -> boo
             and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
             and not pool.return_indices):
         return False
-    if _watched((conv, pool, *modules)):
-        return False
-    lib = _lib()  # built without OpenMP, it runs one thread: no faster than ATen's two
-    return lib is not None and (lib._threaded or torch.get_num_threads() == 1)
+    return not watched((conv, pool, *modules)) and parallel(_lib())
 
 
 class _PooledConv(torch.autograd.Function):
