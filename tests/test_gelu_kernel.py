@@ -2,9 +2,6 @@
 the fast models training through it."""
 from __future__ import annotations
 
-import shutil
-
-import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -12,20 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnnlab.network.kernels import GELU, build, gelu, gelu_usable
-from cnnlab.network.models import create
-
-needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler: the kernels fall back to ATen")
-
-
-def names(t) -> set[str]:
-    """The names of the autograd nodes behind t."""
-    seen, todo = set(), [t.grad_fn]
-    while todo:
-        node = todo.pop()
-        if node is not None and type(node).__name__ not in seen:
-            seen.add(type(node).__name__)
-            todo.extend(n for n, _ in node.next_functions)
-    return seen
+from kernel_helpers import fast_q_batch, graph, needs_cc
 
 
 def reference(x):
@@ -43,7 +27,7 @@ def test_values_and_gradients_agree_with_aten_in_float64():
     y = gelu(x)
     (d,) = torch.autograd.grad(y.sum(), x)
     ref_y, ref_d = reference(x)
-    assert "_GELUBackward" in names(y)
+    assert "_GELUBackward" in graph(y)
     torch.testing.assert_close(y.double(), ref_y, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(d.double(), ref_d, rtol=1e-6, atol=1e-6)
     # as close as ATen's own fp32 GELU
@@ -106,34 +90,30 @@ def test_the_module_runs_compiled_where_it_can_and_atens_elsewhere(monkeypatch):
     act = GELU()
     x = torch.randn(4, 8, requires_grad=True)
     assert isinstance(act, nn.GELU) and repr(act) == repr(nn.GELU())
-    assert "_GELUBackward" in names(act(x))
-    assert "GeluBackward0" in names(GELU(approximate="tanh")(x))
+    assert "_GELUBackward" in graph(act(x))
+    assert "GeluBackward0" in graph(GELU(approximate="tanh")(x))
     assert act(x.double()).dtype == torch.float64 and not gelu_usable(x.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not gelu_usable(x)
     handle = act.register_forward_hook(lambda m, i, o: None)  # a watched layer runs as ATen's
-    assert "GeluBackward0" in names(act(x))
+    assert "GeluBackward0" in graph(act(x))
     handle.remove()
     monkeypatch.setenv("CNNLAB_KERNELS", "0")
-    assert build.library("gelu.c") is None and "GeluBackward0" in names(act(x))
+    assert build.library("gelu.c") is None and "GeluBackward0" in graph(act(x))
 
 
 @needs_cc
 def test_the_fast_models_train_through_it_as_through_atens(monkeypatch):
-    torch.manual_seed(0)
-    model = create("fast-q").to(memory_format=torch.channels_last)
-    model.data_init(torch.randn(64, 3, 32, 32))
-    x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (8,))
+    model, x, y = fast_q_batch()
     params = [p for p in model.parameters() if p.requires_grad]
     loss = F.cross_entropy(model(x), y)
-    assert "_GELUBackward" in names(loss) and "GeluBackward0" not in names(loss)
+    assert "_GELUBackward" in graph(loss) and "GeluBackward0" not in graph(loss)
     grads = torch.autograd.grad(loss, params)
     for m in model.modules():  # ATen's GELU, the compiled conv -> pool kept
         if isinstance(m, GELU):
             m.forward = F.gelu
     ref = F.cross_entropy(model(x), y)
-    assert "GeluBackward0" in names(ref)
+    assert "GeluBackward0" in graph(ref)
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
     for a, r in zip(grads, torch.autograd.grad(ref, params)):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5 * max(1e-3, r.abs().max().item()))

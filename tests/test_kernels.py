@@ -2,7 +2,6 @@
 its fallbacks, and where the seed network uses it."""
 from __future__ import annotations
 
-import shutil
 
 import pytest
 import torch
@@ -13,10 +12,7 @@ from hypothesis import strategies as st
 
 from cnnlab.network.kernels import build, pooled_conv, pooled_conv_relu, usable
 from cnnlab.network.models import create
-
-# The machines cnnlab is tested on have a C compiler; where one is missing the kernels are skipped
-# by design (and the fallback tests below still run).
-needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler: the kernels fall back to ATen")
+from kernel_helpers import fast_q_batch, graph, needs_cc
 
 
 def aten(x, w, b):
@@ -42,18 +38,6 @@ def both(x, w, b, g, relu=True, winograd=False):
         y.backward(g)
         out.append((y.detach(), xs.grad, ws.grad, None if bs is None else bs.grad))
     return out
-
-
-def graph(t) -> set[str]:
-    """The names of the autograd nodes behind t."""
-    names, visited, todo = set(), set(), [t.grad_fn]
-    while todo:
-        node = todo.pop()
-        if node is not None and id(node) not in visited:
-            visited.add(id(node))
-            names.add(type(node).__name__)
-            todo.extend(n for n, _ in node.next_functions)
-    return names
 
 
 def clear_winners(x, w, b, rel=1e-5) -> bool:
@@ -224,11 +208,7 @@ def test_the_seed_network_trains_through_it_and_agrees_with_atens_layers(monkeyp
 
 @needs_cc
 def test_the_fast_models_train_their_pooled_convs_through_it(monkeypatch):
-    torch.manual_seed(0)
-    model = create("fast-q").to(memory_format=torch.channels_last)
-    model.data_init(torch.randn(64, 3, 32, 32))
-    x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (8,))
+    model, x, y = fast_q_batch()
     loss = F.cross_entropy(model(x), y)
     assert "_PooledConvBackward" in graph(loss)
     params = [p for p in model.parameters() if p.requires_grad]
