@@ -3,6 +3,7 @@ on first use with the machine's compiler (build.library) and skipped cleanly whe
 
     from cnnlab.network.kernels import pooled_conv, pooled_conv_relu, usable
     from cnnlab.network.kernels import GELU, gelu, gelu_usable
+    from cnnlab.network.kernels import conv3x3, conv_usable
 """
 
 from ...lazy import face
@@ -13,6 +14,8 @@ _FACE = {'GELU': 'activation',
          'library': 'build',
          'enabled': 'build',
          'usable': 'pooled',
+         'conv3x3': 'winograd',
+         'conv_usable': 'winograd',
          'pooled_conv': 'pooled',
          'pooled_conv_relu': 'pooled'}
 __all__ = sorted(_FACE)

@@ -91,7 +91,7 @@ def _target(name: str) -> Path | None:
     return cache_dir() / "kernels" / f"{src.stem}-{key}.so"
 
 
-SOURCES = ("pooled_conv.c", "gelu.c")  # the package's kernels, each its own library
+SOURCES = ("pooled_conv.c", "gelu.c", "winograd.c")  # the package's kernels, each its own library
 
 
 def prebuild(name: str | None = None) -> str | None:

@@ -106,7 +106,10 @@ class Block(nn.Module):
         x = kernels.pooled_conv(x, self.conv1.weight, winograd=True) if fused else self.pool(self.conv1(x))
         x = self.act1(self.norm1(x))               # (B, c_out, H/2, W/2)
         if self.second:
-            x = self.act2(self.norm2(self.conv2(x)))  # (B, c_out, H/2, W/2)
+            # by Winograd's F(4x4, 3x3) in fp32 on the CPU where the channels are many (network.kernels)
+            wino = kernels.conv_usable(x, self.conv2)
+            x = kernels.conv3x3(x, self.conv2.weight) if wino else self.conv2(x)
+            x = self.act2(self.norm2(x))           # (B, c_out, H/2, W/2)
         return x
 
 
