@@ -25,7 +25,9 @@ Every width has the same layout:
              the first block, but each map is half as wide and tall, so the network does
              0.3x the work (3.0 M MACs against fast-q's 10.1 M)
     block x3 conv3x3 -> maxpool 2 -> BN -> GELU (-> conv3x3 -> BN -> GELU); each GELU the exact
-             (erf) form, compiled in fp32 on the CPU with its derivative (network.kernels.GELU)
+             (erf) form, compiled in fp32 on the CPU with its derivative (network.kernels.GELU);
+             in fp32 on the CPU conv -> maxpool is one compiled pass, and a second conv of 32
+             channels or more runs by Winograd's F(4x4, 3x3) (network.kernels.conv3x3)
     head     max pooling over the whole final map, whatever its size -> linear (no bias) ->
              times a fixed scale
 
@@ -106,7 +108,7 @@ class Block(nn.Module):
         x = kernels.pooled_conv(x, self.conv1.weight, winograd=True) if fused else self.pool(self.conv1(x))
         x = self.act1(self.norm1(x))               # (B, c_out, H/2, W/2)
         if self.second:
-            # by Winograd's F(4x4, 3x3) in fp32 on the CPU where the channels are many (network.kernels)
+            # by Winograd's F(4x4, 3x3) in fp32 on the CPU from 32 channels on (network.kernels)
             wino = kernels.conv_usable(x, self.conv2)
             x = kernels.conv3x3(x, self.conv2.weight) if wino else self.conv2(x)
             x = self.act2(self.norm2(x))           # (B, c_out, H/2, W/2)
