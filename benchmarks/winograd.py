@@ -16,8 +16,8 @@ This script times forward + backward of each 3x3 conv of a model at its own shap
 running it, not written down), direct (torch's conv2d) against winograd_conv written in PyTorch,
 eagerly and, with --compile, fused by torch.compile, and checks the Winograd outputs against
 conv2d. The column "kernel" is cnnlab's own F(4x4, 3x3) (cnnlab.network.kernels.conv3x3: compiled
-transforms and their adjoints around torch.bmm, which the fast models' wide unpooled convs run in
-fp32). To see the AVX2 figures on an AMX machine:
+transforms and their adjoints around torch.bmm, which the fast models' second convs of 32 channels
+or more run in fp32). To see the AVX2 figures on an AMX machine:
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/winograd.py --compile
 """
