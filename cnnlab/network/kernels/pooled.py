@@ -21,7 +21,7 @@ import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
 from .build import library
-from .guards import parallel, recorded, watched
+from .guards import parallel, recorded, same_conv3x3, watched
 
 _P, _I = ctypes.c_void_p, ctypes.c_int
 # Winograd's F(2x2, 3x3) filter transform (Lavin and Gray, 2016)
@@ -55,10 +55,7 @@ def usable(x: torch.Tensor, conv: nn.Conv2d, pool: nn.Module, modules=()) -> boo
     if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and x.shape[2] >= 2 and x.shape[3] >= 2 and x.numel() > 0):
         return False
-    if not (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding in ((1, 1), "same")
-            and conv.padding_mode == "zeros" and conv.out_channels % 16 == 0
-            and conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu"):
+    if not (same_conv3x3(conv) and conv.out_channels % 16 == 0):
         return False
     if not (type(pool) is nn.MaxPool2d and pool.kernel_size in (2, (2, 2)) and pool.stride in (2, (2, 2))
             and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode

@@ -147,23 +147,31 @@ void winograd_input_adjoint(const float *dv, float *dx, int n, int h, int w, int
     }
 }
 
-/* y (n, h, w, c) = A^T m A of every tile (m: (36, T, c)), plus bias where given */
-void winograd_output(const float *m, const float *bias, float *y, int n, int h, int w, int c, int threads) {
+/* where tile t of an (n, h, w) map lies: its image, tile row and column, and the rows and columns
+ * of its 4x4 outputs inside the map (fewer than 4 at the bottom and right edges) */
+typedef struct { int im, ti, tj, nr, nc; } tile;
+static inline tile tile_at(long t, int h, int w) {
     const int th = (h + 3) / 4, tw = (w + 3) / 4;
-    const long T = (long)n * th * tw;
+    tile p = {(int)(t / ((long)th * tw)), (int)(t / tw % th), (int)(t % tw), 4, 4};
+    p.nr = h - 4 * p.ti < 4 ? h - 4 * p.ti : 4;
+    p.nc = w - 4 * p.tj < 4 ? w - 4 * p.tj : 4;
+    return p;
+}
+
+/* y (n, h, w, c) = A^T m A of every tile (m: (36, T, c)) */
+void winograd_output(const float *m, float *y, int n, int h, int w, int c, int threads) {
+    const long T = (long)n * ((h + 3) / 4) * ((w + 3) / 4);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long t = 0; t < T; t++) {
-        const int im = (int)(t / ((long)th * tw)), ti = (int)(t / tw % th), tj = (int)(t % tw);
-        const int nr = h - 4 * ti < 4 ? h - 4 * ti : 4, nc = w - 4 * tj < 4 ? w - 4 * tj : 4;
+        const tile p = tile_at(t, h, w);
+        float *top = y + (((size_t)p.im * h + 4 * p.ti) * w + 4 * p.tj) * c; /* the tile's first output */
         for (int ch = 0; ch < c; ch += 8) {
             v8 d[36], u[24], o[16];
             for (int xi = 0; xi < 36; xi++) d[xi] = _mm256_loadu_ps(m + ((size_t)xi * T + t) * c + ch);
             for (int r = 0; r < 6; r++) at(d + 6 * r, u + 4 * r, 1); /* rows: (6, 4) */
             for (int k = 0; k < 4; k++) at(u + k, o + k, 4);          /* columns: (4, 4) */
-            const v8 bv = bias ? _mm256_loadu_ps(bias + ch) : _mm256_setzero_ps();
-            for (int r = 0; r < nr; r++)
-                for (int k = 0; k < nc; k++)
-                    _mm256_storeu_ps(y + (((size_t)im * h + 4 * ti + r) * w + 4 * tj + k) * c + ch, ADD(o[4 * r + k], bv));
+            for (int r = 0; r < p.nr; r++)
+                for (int k = 0; k < p.nc; k++) _mm256_storeu_ps(top + ((size_t)r * w + k) * c + ch, o[4 * r + k]);
         }
     }
 }
@@ -171,19 +179,17 @@ void winograd_output(const float *m, const float *bias, float *y, int n, int h, 
 /* dm (36, T, c) = A g A^T of every tile of g (n, h, w, c), zero past the map's edge (the adjoint of
  * winograd_output) */
 void winograd_output_adjoint(const float *g, float *dm, int n, int h, int w, int c, int threads) {
-    const int th = (h + 3) / 4, tw = (w + 3) / 4;
-    const long T = (long)n * th * tw;
+    const long T = (long)n * ((h + 3) / 4) * ((w + 3) / 4);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long t = 0; t < T; t++) {
-        const int im = (int)(t / ((long)th * tw)), ti = (int)(t / tw % th), tj = (int)(t % tw);
-        const int nr = h - 4 * ti < 4 ? h - 4 * ti : 4, nc = w - 4 * tj < 4 ? w - 4 * tj : 4;
+        const tile p = tile_at(t, h, w);
+        const float *top = g + (((size_t)p.im * h + 4 * p.ti) * w + 4 * p.tj) * c; /* the tile's first output */
         for (int ch = 0; ch < c; ch += 8) {
             v8 o[16], u[24], d[36];
             for (int r = 0; r < 4; r++)
                 for (int k = 0; k < 4; k++)
-                    o[4 * r + k] = r < nr && k < nc
-                        ? _mm256_loadu_ps(g + (((size_t)im * h + 4 * ti + r) * w + 4 * tj + k) * c + ch)
-                        : _mm256_setzero_ps();
+                    o[4 * r + k] = r < p.nr && k < p.nc ? _mm256_loadu_ps(top + ((size_t)r * w + k) * c + ch)
+                                                        : _mm256_setzero_ps();
             for (int k = 0; k < 4; k++) a(o + k, u + k, 4);           /* columns: (6, 4) */
             for (int r = 0; r < 6; r++) a(u + 4 * r, d + 6 * r, 1);   /* rows: (6, 6) */
             for (int xi = 0; xi < 36; xi++) _mm256_storeu_ps(dm + ((size_t)xi * T + t) * c + ch, d[xi]);

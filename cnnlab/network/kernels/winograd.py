@@ -24,7 +24,7 @@ import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
 from .build import library
-from .guards import parallel, recorded, watched
+from .guards import parallel, recorded, same_conv3x3, watched
 
 _P, _I = ctypes.c_void_p, ctypes.c_int
 # Winograd's F(4x4, 3x3) filter transform, points 0, 1, -1, 2, -2, infinity (Lavin and Gray, 2016)
@@ -36,11 +36,9 @@ MIN_CHANNELS = 32  # below this ATen's direct convolution is as fast (benchmarks
 def _lib() -> ctypes.CDLL | None:
     lib = library("winograd.c")
     if lib is not None and not getattr(lib, "_typed", False):
-        for name in ("winograd_input", "winograd_input_adjoint", "winograd_output_adjoint"):
+        for name in ("winograd_input", "winograd_input_adjoint", "winograd_output", "winograd_output_adjoint"):
             getattr(lib, name).argtypes = [_P] * 2 + [_I] * 5
             getattr(lib, name).restype = None
-        lib.winograd_output.argtypes = [_P] * 3 + [_I] * 5
-        lib.winograd_output.restype = None
         lib.winograd_threaded.restype = _I
         lib._threaded = bool(lib.winograd_threaded())
         lib._typed = True
@@ -54,12 +52,9 @@ def conv_usable(x: torch.Tensor, conv: nn.Module, min_channels: int = MIN_CHANNE
         return False
     if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.numel() > 0):
         return False
-    if not (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding in ((1, 1), "same")
-            and conv.padding_mode == "zeros" and conv.bias is None
+    if not (same_conv3x3(conv) and conv.bias is None
             and conv.in_channels % 8 == 0 and conv.out_channels % 8 == 0
-            and min(conv.in_channels, conv.out_channels) >= min_channels
-            and conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu"):
+            and min(conv.in_channels, conv.out_channels) >= min_channels):
         return False
     return not watched((conv,)) and parallel(_lib())
 
@@ -95,7 +90,7 @@ class _Conv3x3(torch.autograd.Function):
         u = _filters(weight)
         m = torch.bmm(v, u)                                  # (36, tiles, C_out)
         y = torch.empty((n, cout, h, w), memory_format=torch.channels_last)
-        lib.winograd_output(m.data_ptr(), None, y.data_ptr(), n, h, w, cout, threads)
+        lib.winograd_output(m.data_ptr(), y.data_ptr(), n, h, w, cout, threads)
         ctx.shape = (n, cin, h, w)
         ctx.save_for_backward(v if weight.requires_grad else None, u)
         return y
