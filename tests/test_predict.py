@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 import torch
 from PIL import Image
 
@@ -210,3 +211,23 @@ def test_cuda_gives_the_cpus_predictions(tiny_run, tmp_path, capsys):
         tops.append(json.loads(capsys.readouterr().out)[0]["top"])
     assert [t["class"] for t in tops[0]] == [t["class"] for t in tops[1]]
     assert all(abs(x["prob"] - y["prob"]) < 1e-3 for x, y in zip(*tops))
+
+
+def test_tied_classes_rank_in_class_order_so_the_first_is_the_counted_argmax():
+    """A row of bf16 logits from a trained run where cat and dog tie exactly: topk alone puts dog
+    first, while accuracy (argmax) counts cat."""
+    from cnnlab.analysis.evaluate import ranked
+    logits = torch.tensor([[-1.2188, -0.2695, 0.2100, 0.9648, 0.2480, 0.9648, 0.7773, 0.4180, -1.4844, -0.0243]])
+    probs = torch.softmax(logits.bfloat16().float(), 1)
+    p, idx = ranked(probs, 3)
+    assert idx.tolist() == [[3, 5, 6]] and int(idx[0, 0]) == int(probs.argmax(1)[0])
+    assert torch.equal(p, probs[0, [3, 5, 6]][None])
+
+
+@given(st.lists(st.integers(0, 4), min_size=2, max_size=12), st.integers(1, 12))
+def test_ranking_is_best_first_with_ties_in_class_order(levels, k):
+    from cnnlab.analysis.evaluate import ranked
+    probs = torch.tensor([levels], dtype=torch.float32)  # few levels: many ties
+    p, idx = ranked(probs, min(k, len(levels)))
+    expect = sorted(range(len(levels)), key=lambda c: (-levels[c], c))[:min(k, len(levels))]
+    assert idx[0].tolist() == expect and p[0].tolist() == [float(levels[c]) for c in expect]

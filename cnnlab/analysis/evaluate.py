@@ -44,6 +44,14 @@ def _views_logits(model, x, tta: str):
     raise ValueError(f"unknown test-time augmentation {tta!r}: choose one of {', '.join(TTA_MODES)}")
 
 
+def ranked(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities, class indices) of each row's k best, best first. Classes that tie come in
+    class order, so a row's first is the argmax that accuracy counts: bf16 logits tie exactly
+    now and then, and topk breaks ties its own way."""
+    p, idx = torch.sort(probs, dim=1, descending=True, stable=True)
+    return p[:, :k], idx[:, :k]
+
+
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, mean, std, batch_size: int = 1000,
                    channels_last: bool = False, tta: str = "none", precision: str = "fp32") -> torch.Tensor:

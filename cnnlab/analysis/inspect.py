@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CnnlabError
+from .evaluate import ranked
 from ..network.summary import record_leaves, summarize
 
 CONV = (nn.Conv2d,)
@@ -128,5 +129,5 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def top_classes(scores: torch.Tensor, classes: list[str], k: int = 3) -> list[list[tuple[str, float]]]:
     """The k most probable classes of each row of logits, best first, with their softmax probability."""
     probs = torch.softmax(scores.float(), dim=1)
-    p, idx = probs.topk(max(1, min(k, len(classes))), dim=1)
+    p, idx = ranked(probs, max(1, min(k, len(classes))))
     return [[(classes[int(c)], float(q)) for q, c in zip(pr, ir)] for pr, ir in zip(p, idx)]

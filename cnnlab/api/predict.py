@@ -32,7 +32,7 @@ def predict_objects(run, inputs: Any, top_k: int = 3, tta: str = "none", device:
         return [record(p) for p in predict(run.path, items, top_k, tta, device, model=run._module())]
     from PIL import Image
 
-    from ..analysis.evaluate import predict_logits
+    from ..analysis.evaluate import predict_logits, ranked
     from ..runs.saved import eval_precision, place
     config = run._config_json()
     info = config["data"]
@@ -55,6 +55,6 @@ def predict_objects(run, inputs: Any, top_k: int = 3, tta: str = "none", device:
     probs = torch.softmax(predict_logits(model, x, info["mean"], info["std"], 256, channels_last, tta,
                                          eval_precision(config)), dim=1)
     k = max(1, min(top_k, len(classes)))
-    p, idx = probs.topk(k, dim=1)
+    p, idx = ranked(probs, k)
     return [record(Prediction(None, [(classes[int(c)], float(q)) for q, c in zip(p[r], idx[r])]))
             for r in range(len(arrays))]

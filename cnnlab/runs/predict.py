@@ -74,7 +74,7 @@ def predict(run_dir, inputs, top_k: int = 3, tta: str | None = "none", device: s
     """
     import torch
 
-    from ..analysis.evaluate import TTA_MODES, predict_logits
+    from ..analysis.evaluate import TTA_MODES, predict_logits, ranked
     from .saved import eval_precision, load_run, place
     for raw in inputs:  # a missing input is an error before any work
         if not Path(raw).exists():
@@ -98,7 +98,7 @@ def predict(run_dir, inputs, top_k: int = 3, tta: str | None = "none", device: s
             x = torch.from_numpy(np.stack([decoded[i][0] for i in good])).to(dev)
             probs = torch.softmax(predict_logits(model, x, info["mean"], info["std"], batch_size,
                                                  channels_last, tta, precision), dim=1)
-            p, idx = probs.topk(k, dim=1)
+            p, idx = ranked(probs, k)
             for row, i in enumerate(good):
                 top[i] = [(classes[int(c)], float(q)) for q, c in zip(p[row], idx[row])]
         for i, path in enumerate(batch):
