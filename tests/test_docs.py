@@ -29,6 +29,7 @@ import pytest
 
 from cnnlab.cli import build_parser, main
 from cnnlab.recipes import load_recipe, schema
+from cnnlab.runs.settings import resolve
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -217,8 +218,11 @@ def test_the_recipe_examples_are_valid_recipes(tmp_path):
     path.write_text(example)
     recipe = load_recipe(str(path))
     assert (recipe.model, recipe.epochs, recipe.optimizer.name, recipe.augment.translate) == ("seed-bn", 30, "sgd", 2)
-    path.write_text(by_precision)  # the sprint's own table, as the page says
-    assert load_recipe(str(path)).by_precision == load_recipe("sprint").by_precision
+    path.write_text(by_precision)
+    assert load_recipe(str(path)).by_precision == {"bf16": {"epochs": 6, "select.keep": 1.0}}
+    bf16 = resolve(str(path), {"device": "cpu", "precision": "bf16"})
+    assert (bf16.epochs, bf16.select.keep, bf16.precision_settings["precision"]) == (6, 1.0, "bf16")
+    assert resolve(str(path), {"device": "cpu", "precision": "fp32"}).epochs == load_recipe("fast-85").epochs
 
 
 def load_hook():
