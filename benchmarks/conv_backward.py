@@ -15,14 +15,23 @@ by side: (N*H*W, 9*C_in)), with its largest difference from oneDNN's, relative t
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from cnnlab.training.allocator import reuse_step_buffers
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from winograd import conv_shapes  # noqa: E402  (each 3x3 conv's shape, from a forward pass)
 
-SHAPES = [(24, 64, 32), (64, 64, 16), (64, 256, 16), (256, 256, 8), (256, 256, 4)]  # (C_in, C_out, H=W)
+from cnnlab.network.models import create  # noqa: E402
+from cnnlab.training.allocator import reuse_step_buffers  # noqa: E402
+
+
+def fast_94_shapes() -> list[tuple[int, int, int]]:
+    """(C_in, C_out, H=W) of fast-94's 3x3 convs, each once, in the order they run."""
+    return list(dict.fromkeys((cin, cout, h) for cin, cout, h, _ in conv_shapes(create("fast-94"))))
 
 
 def timed(cin: int, cout: int, size: int, batch: int, layout, dtype, repeats: int) -> tuple[float, float]:
@@ -92,12 +101,12 @@ def main() -> None:
     if args.split:
         print("| conv | oneDNN weight gradient | oneDNN input gradient | unfolded weight gradient | difference |")
         print("|---|---|---|---|---|")
-        for shape in SHAPES:
+        for shape in fast_94_shapes():
             print(split(*shape, args.batch, dtype, args.repeats), flush=True)
         return
     print("| conv | channels_last forward / backward | NCHW forward / backward |")
     print("|---|---|---|")
-    for cin, cout, size in SHAPES:
+    for cin, cout, size in fast_94_shapes():
         cells = []
         for layout in (torch.channels_last, torch.contiguous_format):
             f, b = timed(cin, cout, size, args.batch, layout, dtype, args.repeats)
