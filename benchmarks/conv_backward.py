@@ -15,6 +15,7 @@ by side: (N*H*W, 9*C_in)), with its largest difference from oneDNN's, relative t
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_speed import timed  # noqa: E402
 from winograd import conv_shapes  # noqa: E402  (each 3x3 conv's shape, from a forward pass)
 
 from cnnlab.network.models import create  # noqa: E402
@@ -34,7 +36,7 @@ def fast_94_shapes() -> list[tuple[int, int, int]]:
     return list(dict.fromkeys((cin, cout, h) for cin, cout, h, _ in conv_shapes(create("fast-94"))))
 
 
-def timed(cin: int, cout: int, size: int, batch: int, layout, dtype, repeats: int) -> tuple[float, float]:
+def forward_backward_ms(cin: int, cout: int, size: int, batch: int, layout, dtype, repeats: int) -> tuple[float, float]:
     """(forward ms, backward ms) of one conv, autocast to dtype where it is not fp32."""
     conv = torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False).to(memory_format=layout)
     x = torch.randn(batch, cin, size, size).to(memory_format=layout).requires_grad_(True)
@@ -53,12 +55,8 @@ def timed(cin: int, cout: int, size: int, batch: int, layout, dtype, repeats: in
 
 
 def mean_ms(fn, repeats: int) -> float:
-    for _ in range(2):
-        fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return 1000 * (time.perf_counter() - start) / repeats
+    """fn's mean time in ms over repeats calls after 2 warm-ups (train_speed.timed's)."""
+    return 1000 * statistics.mean(timed(fn, torch.device("cpu"), warmup=2, repeats=repeats))
 
 
 def unfolded_weight_gradient(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -109,7 +107,7 @@ def main() -> None:
     for cin, cout, size in fast_94_shapes():
         cells = []
         for layout in (torch.channels_last, torch.contiguous_format):
-            f, b = timed(cin, cout, size, args.batch, layout, dtype, args.repeats)
+            f, b = forward_backward_ms(cin, cout, size, args.batch, layout, dtype, args.repeats)
             cells.append(f"{f:.1f} / {b:.1f} ({b / f:.1f}x)")
         print(f"| {cin} -> {cout} at {size}x{size} | {cells[0]} | {cells[1]} |", flush=True)
 
